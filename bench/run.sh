@@ -1,0 +1,411 @@
+#!/usr/bin/env bash
+# CitoRoute vs nginx, one worker each, small keep-alive responses, loopback only.
+#
+#   bench/run.sh                 build, install what is missing, measure, print, save
+#   DURATION=10 REPEATS=3 bench/run.sh
+#   SKIP_BUILD=1 bench/run.sh    reuse the release binary already built
+#   PERF=1 bench/run.sh          also record a perf profile of citoroute-proxy at max load
+#
+# What runs where (on a 2-core machine):
+#   core LOADGEN_CPU (0): the origin nginx (1 worker) and the load generator (wrk / h2load)
+#   core PROXY_CPU   (1): the proxy under test (citoroute-proxy with 1 worker thread, or an
+#                         nginx reverse proxy with 1 worker process); both proxies are started
+#                         up front but only one carries traffic at a time.
+#
+# Measurements, per target (origin direct, through citoroute, through nginx):
+#   1. max throughput: wrk, keep-alive, CONNS connections, REPEATS runs of DURATION seconds,
+#      interleaved across targets; the median run is reported with its p50/p99.
+#   2. fixed rate at half of each proxy's max throughput: h2load --h1 with --rps, the same rate
+#      sent to the origin directly and through the proxy; "added p99" is the difference.
+#
+# Traffic goes to 127.0.0.1 only. Every process this script starts is stopped by its PID on exit.
+# Results: printed, and written to bench/results/latest.txt (raw outputs next to it in raw/).
+set -euo pipefail
+
+DURATION=${DURATION:-10}        # seconds per measured run
+WARMUP=${WARMUP:-2}             # seconds of warm-up traffic before each target's first run
+CONNS=${CONNS:-64}              # wrk keep-alive connections
+WRK_THREADS=${WRK_THREADS:-1}   # wrk threads; one, since wrk gets a single core
+REPEATS=${REPEATS:-3}           # max-throughput runs per target (median reported)
+RATE_CLIENTS=${RATE_CLIENTS:-16} # h2load connections in the fixed-rate runs
+LOADGEN_CPU=${LOADGEN_CPU:-0}
+PROXY_CPU=${PROXY_CPU:-1}
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+RESULTS="$ROOT/bench/results"
+OUT="$RESULTS/latest.txt"
+
+log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------- tools
+need_pkgs=()
+command -v nginx >/dev/null || need_pkgs+=(nginx-light)
+command -v wrk >/dev/null || need_pkgs+=(wrk)
+command -v h2load >/dev/null || need_pkgs+=(nghttp2-client)
+command -v curl >/dev/null || need_pkgs+=(curl)
+command -v taskset >/dev/null || need_pkgs+=(util-linux)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || die "missing ${need_pkgs[*]}; install them (Debian: apt-get install -y ${need_pkgs[*]})"
+  log "installing ${need_pkgs[*]} from Debian"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # nginx-light is the small build; fall back to the full one where it is not packaged.
+  if [[ " ${need_pkgs[*]} " == *" nginx-light "* ]] && ! apt-cache show nginx-light >/dev/null 2>&1; then
+    need_pkgs=("${need_pkgs[@]/nginx-light/nginx}")
+  fi
+  apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+# ---------------------------------------------------------------- build (once)
+cd "$ROOT"
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  log "cargo build --release -p citoroute-proxy"
+  cargo build --release -p citoroute-proxy
+fi
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
+  sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+PROXY_BIN="${TARGET_DIR:-$ROOT/target}/release/citoroute-proxy"
+[ -x "$PROXY_BIN" ] || die "no release binary at $PROXY_BIN (run without SKIP_BUILD=1)"
+
+# ---------------------------------------------------------------- pinning
+ncpu=$(nproc)
+if [ "$ncpu" -ge 2 ]; then
+  PIN_LOAD=(taskset -c "$LOADGEN_CPU")
+  PIN_PROXY=(taskset -c "$PROXY_CPU")
+  PINNING="origin + load generator on CPU $LOADGEN_CPU, proxy under test on CPU $PROXY_CPU"
+else
+  PIN_LOAD=()
+  PIN_PROXY=()
+  PINNING="no pinning (only $ncpu CPU)"
+fi
+
+# ---------------------------------------------------------------- temp dir and cleanup
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/citoroute-bench.XXXXXX")
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill -INT "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.2
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [ "${KEEP_TMP:-0}" = 1 ]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Free loopback ports, asked of the kernel.
+read -r PORT_ORIGIN PORT_CITO PORT_NGINX PORT_ADMIN < <(python3 - <<'EOF'
+import socket
+socks = []
+for _ in range(4):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(*[s.getsockname()[1] for s in socks])
+EOF
+)
+
+# ---------------------------------------------------------------- configs
+nginx_common() { # $1 = dir
+  cat <<EOF
+user root;
+worker_processes 1;
+daemon off;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; }
+EOF
+}
+nginx_http_common() { # $1 = dir
+  cat <<EOF
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $1/body;
+  proxy_temp_path $1/proxy;
+  fastcgi_temp_path $1/fastcgi;
+  uwsgi_temp_path $1/uwsgi;
+  scgi_temp_path $1/scgi;
+EOF
+}
+
+mkdir -p "$TMP/origin" "$TMP/nginx" "$TMP/cito" "$TMP/raw"
+{
+  nginx_common "$TMP/origin"
+  echo "http {"
+  nginx_http_common "$TMP/origin"
+  cat <<EOF
+  server {
+    listen 127.0.0.1:$PORT_ORIGIN;
+    default_type text/plain;
+    location / { return 200 "ok\n"; }
+  }
+}
+EOF
+} >"$TMP/origin/nginx.conf"
+
+{
+  nginx_common "$TMP/nginx"
+  echo "http {"
+  nginx_http_common "$TMP/nginx"
+  cat <<EOF
+  upstream origin {
+    server 127.0.0.1:$PORT_ORIGIN;
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$PORT_NGINX;
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+} >"$TMP/nginx/nginx.conf"
+
+cat >"$TMP/cito/config.toml" <<EOF
+version = 1
+
+[runtime]
+admin_address = "127.0.0.1:$PORT_ADMIN"
+worker_threads = 1
+access_log = false
+grace_period = "0s"
+shutdown_timeout = "1s"
+
+[[listeners]]
+name = "http"
+address = "127.0.0.1"
+port = $PORT_CITO
+protocol = "HTTP"
+
+[backends.origin]
+endpoints = ["127.0.0.1:$PORT_ORIGIN"]
+
+[[http_routes]]
+name = "bench"
+listeners = ["http"]
+
+[[http_routes.rules]]
+backends = [{ backend = "origin" }]
+EOF
+"$PROXY_BIN" check "$TMP/cito/config.toml" >/dev/null
+
+# ---------------------------------------------------------------- start
+"${PIN_LOAD[@]}" nginx -p "$TMP/origin" -c "$TMP/origin/nginx.conf" -e "$TMP/origin/error.log" \
+  >"$TMP/origin/stdout.log" 2>&1 &
+PID_ORIGIN=$!; PIDS+=("$PID_ORIGIN")
+"${PIN_PROXY[@]}" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log" \
+  >"$TMP/nginx/stdout.log" 2>&1 &
+PID_NGINX=$!; PIDS+=("$PID_NGINX")
+TMPDIR="$TMP/cito" RUST_LOG=warn "${PIN_PROXY[@]}" "$PROXY_BIN" --config "$TMP/cito/config.toml" \
+  >"$TMP/cito/stdout.log" 2>&1 &
+PID_CITO=$!; PIDS+=("$PID_CITO")
+
+wait_ok() { # $1 = port, $2 = name
+  for _ in $(seq 1 100); do
+    if [ "$(curl -s --max-time 1 "http://127.0.0.1:$1/" 2>/dev/null)" = ok ]; then return 0; fi
+    sleep 0.1
+  done
+  cat "$TMP"/*/error.log "$TMP"/*/stdout.log >&2 2>/dev/null || true
+  die "$2 on port $1 did not answer 'ok'"
+}
+wait_ok "$PORT_ORIGIN" origin
+wait_ok "$PORT_CITO" citoroute
+wait_ok "$PORT_NGINX" nginx
+log "origin :$PORT_ORIGIN (pid $PID_ORIGIN), citoroute :$PORT_CITO (pid $PID_CITO), nginx :$PORT_NGINX (pid $PID_NGINX)"
+
+declare -A PORT=([direct]=$PORT_ORIGIN [citoroute]=$PORT_CITO [nginx]=$PORT_NGINX)
+declare -A PROC=([direct]="" [citoroute]=$PID_CITO [nginx]=$PID_NGINX)
+
+# ---------------------------------------------------------------- accounting helpers
+# CPU ticks (user+system) of a process and its children (nginx workers).
+ticks() {
+  local total=0 p
+  [ -n "$1" ] || { echo 0; return; }
+  for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
+    [ -r "/proc/$p/stat" ] || continue
+    total=$((total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+  done
+  echo "$total"
+}
+# "busy total" jiffies of one CPU.
+cpu_jiffies() {
+  awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+CLK_TCK=$(getconf CLK_TCK)
+
+# Converts wrk's "102.00us" / "1.23ms" / "1.01s" to microseconds.
+to_us() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.0f", v }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.0f", v * 1000 }
+    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.0f", v * 1000000 }
+    else print "nan" }'
+}
+
+# wrk run; prints "rps p50_us p99_us errors proxy_cpu_pct cpu0_pct cpu1_pct".
+run_wrk() { # $1 = target, $2 = seconds, $3 = raw file
+  local t0 t1 a0 a1 b0 b1 rps p50 p99 non2xx sockerr
+  t0=$(ticks "${PROC[$1]}"); read -r a0 at0 < <(cpu_jiffies "$LOADGEN_CPU"); read -r b0 bt0 < <(cpu_jiffies "$PROXY_CPU")
+  "${PIN_LOAD[@]}" wrk -t "$WRK_THREADS" -c "$CONNS" -d "${2}s" --latency \
+    "http://127.0.0.1:${PORT[$1]}/" >"$3" 2>&1
+  t1=$(ticks "${PROC[$1]}"); read -r a1 at1 < <(cpu_jiffies "$LOADGEN_CPU"); read -r b1 bt1 < <(cpu_jiffies "$PROXY_CPU")
+  rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$3")
+  p50=$(to_us "$(awk '$1 == "50%" { print $2 }' "$3")")
+  p99=$(to_us "$(awk '$1 == "99%" { print $2 }' "$3")")
+  non2xx=$(awk '/Non-2xx/ { print $NF }' "$3"); non2xx=${non2xx:-0}
+  sockerr=$(awk '/Socket errors/ { gsub(/,/, ""); print $4 + $6 + $8 + $10 }' "$3"); sockerr=${sockerr:-0}
+  awk -v rps="$rps" -v p50="$p50" -v p99="$p99" -v err=$((non2xx + sockerr)) \
+    -v pt=$((t1 - t0)) -v hz="$CLK_TCK" -v s="$2" \
+    -v a=$((a1 - a0)) -v at=$((at1 - at0)) -v b=$((b1 - b0)) -v bt=$((bt1 - bt0)) \
+    'BEGIN { printf "%s %s %s %d %.0f %.0f %.0f\n", rps, p50, p99, err, 100 * pt / hz / s,
+             (at > 0 ? 100 * a / at : 0), (bt > 0 ? 100 * b / bt : 0) }'
+}
+
+# h2load fixed-rate run; prints "achieved_rps p50_us p90_us p99_us p999_us max_us errors".
+run_rate() { # $1 = target, $2 = total rps, $3 = raw file prefix
+  local per=$(( ($2 + RATE_CLIENTS - 1) / RATE_CLIENTS ))
+  rm -f "$3.log" # h2load appends to an existing log file
+  "${PIN_LOAD[@]}" h2load --h1 -t 1 -c "$RATE_CLIENTS" --rps="$per" -D "$DURATION" --warm-up-time=1 \
+    --log-file="$3.log" "http://127.0.0.1:${PORT[$1]}/" >"$3.txt" 2>&1 || true
+  touch "$3.log"
+  local n bad
+  n=$(wc -l <"$3.log")
+  bad=$(awk -F'\t' '$2 != 200' "$3.log" | wc -l)
+  [ "$n" -gt 0 ] || { echo "0 nan nan nan nan nan 0"; return; }
+  local span
+  span=$(cut -f1 "$3.log" | sort -n | awk 'NR == 1 { a = $1 } { b = $1 } END { print (b - a) / 1e6 }')
+  cut -f3 "$3.log" | sort -n | awk -v n="$n" -v s="$span" -v bad="$bad" '
+    function at(q,  i) { i = int(q * n + 0.999999); if (i < 1) i = 1; if (i > n) i = n; return v[i] }
+    { v[NR] = $1 }
+    END { printf "%.0f %d %d %d %d %d %d\n", (s > 0 ? n / s : 0), at(0.50), at(0.90), at(0.99), at(0.999), v[n], bad }'
+}
+
+median_index() { # stdin: "value index" lines; prints the index of the median value
+  sort -n | awk '{ a[NR] = $2 } END { print a[int((NR + 1) / 2)] }'
+}
+
+# ---------------------------------------------------------------- environment header
+{
+  echo "CitoRoute proxy benchmark — $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r)"
+  echo "pinning: $PINNING"
+  echo "tools: $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}'), $(h2load --version 2>&1 | head -1)"
+  echo "citoroute: $("$PROXY_BIN" --version 2>/dev/null || echo unknown), worker_threads = 1, access_log = false"
+  echo "load: wrk -t $WRK_THREADS -c $CONNS -d ${DURATION}s --latency (x$REPEATS, median); h2load --h1 -t 1 -c $RATE_CLIENTS --rps=R/$RATE_CLIENTS -D $DURATION --warm-up-time=1"
+  echo "loadavg before: $(cut -d' ' -f1-3 /proc/loadavg)"
+} >"$TMP/header.txt"
+
+# ---------------------------------------------------------------- 1. max throughput
+TARGETS=(direct citoroute nginx)
+for t in "${TARGETS[@]}"; do
+  log "warm-up $t (${WARMUP}s)"
+  run_wrk "$t" "$WARMUP" "$TMP/raw/warmup-$t.txt" >/dev/null
+done
+declare -A MAXRUN
+for r in $(seq 1 "$REPEATS"); do
+  for t in "${TARGETS[@]}"; do
+    MAXRUN[$t,$r]=$(run_wrk "$t" "$DURATION" "$TMP/raw/wrk-$t-$r.txt")
+    log "max $t run $r: ${MAXRUN[$t,$r]}"
+  done
+done
+declare -A MAX
+for t in "${TARGETS[@]}"; do
+  i=$(for r in $(seq 1 "$REPEATS"); do echo "${MAXRUN[$t,$r]%% *} $r"; done | median_index)
+  MAX[$t]=${MAXRUN[$t,$i]}
+  cp "$TMP/raw/wrk-$t-$i.txt" "$TMP/raw/wrk-$t-median.txt"
+done
+
+if [ "${PERF:-0}" = 1 ] && command -v perf >/dev/null; then
+  log "perf record on citoroute-proxy during a ${DURATION}s max-throughput run"
+  perf record -F 999 -g -p "$PID_CITO" -o "$TMP/perf.data" -- sleep "$DURATION" >/dev/null 2>&1 &
+  perf_pid=$!
+  run_wrk citoroute "$DURATION" "$TMP/raw/wrk-perf.txt" >/dev/null
+  wait "$perf_pid" || true
+  perf report -i "$TMP/perf.data" --no-children --percent-limit 0.5 --stdio 2>/dev/null |
+    grep -v '^$' | head -150 >"$TMP/raw/perf-citoroute.txt" || true
+fi
+
+# ---------------------------------------------------------------- 2. fixed rate (half of max)
+declare -A RATE RATERES
+for p in citoroute nginx; do
+  RATE[$p]=$(( ${MAX[$p]%% *} / 2 ))
+done
+for p in citoroute nginx; do
+  R=${RATE[$p]}
+  for t in direct "$p"; do
+    RATERES[$t,$p]=$(run_rate "$t" "$R" "$TMP/raw/h2load-$t-at-half-$p")
+    log "rate $R on $t: ${RATERES[$t,$p]}"
+  done
+done
+# Both proxies at one common rate (the lower half-max), for a like-for-like latency view.
+COMMON=$(( RATE[citoroute] < RATE[nginx] ? RATE[citoroute] : RATE[nginx] ))
+other=$([ "$COMMON" = "${RATE[citoroute]}" ] && echo nginx || echo citoroute)
+RATERES[$other,common]=$(run_rate "$other" "$COMMON" "$TMP/raw/h2load-$other-at-common")
+log "rate $COMMON on $other: ${RATERES[$other,common]}"
+owner=$([ "$other" = nginx ] && echo citoroute || echo nginx)
+RATERES[$owner,common]=${RATERES[$owner,$owner]}
+RATERES[direct,common]=${RATERES[direct,$owner]}
+
+echo "loadavg after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$TMP/header.txt"
+
+# ---------------------------------------------------------------- report
+f() { echo "$1" | awk -v i="$2" '{ print $i }'; }
+div() { awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0 || a == "nan" || b == "nan") print "n/a"; else printf "%.2f", a / b }'; }
+report() {
+  cat "$TMP/header.txt"
+  echo
+  echo "## Max throughput (keep-alive, $CONNS connections, median of $REPEATS x ${DURATION}s)"
+  printf '%-10s %10s %9s %9s %7s %10s %12s %8s %8s\n' target req/s p50_us p99_us errors proxy_cpu% req/cpu-s cpu$LOADGEN_CPU% cpu$PROXY_CPU%
+  for t in "${TARGETS[@]}"; do
+    m=${MAX[$t]}
+    eff=n/a
+    [ "$t" != direct ] && [ "$(f "$m" 5)" -gt 0 ] && eff=$(awk -v r="$(f "$m" 1)" -v c="$(f "$m" 5)" 'BEGIN { printf "%.0f", r / (c / 100) }')
+    printf '%-10s %10s %9s %9s %7s %10s %12s %8s %8s\n' "$t" "$(f "$m" 1)" "$(f "$m" 2)" "$(f "$m" 3)" "$(f "$m" 4)" \
+      "$([ "$t" = direct ] && echo - || f "$m" 5)" "$eff" "$(f "$m" 6)" "$(f "$m" 7)"
+  done
+  echo "  all runs (req/s): $(for t in "${TARGETS[@]}"; do printf '%s=' "$t"; for r in $(seq 1 "$REPEATS"); do printf '%s,' "$(f "${MAXRUN[$t,$r]}" 1)"; done; printf ' '; done)"
+  echo
+  echo "## Fixed rate: half of each proxy's max (h2load --h1, $RATE_CLIENTS connections, ${DURATION}s)"
+  printf '%-22s %9s %9s %8s %8s %8s %9s %9s %7s %13s\n' run target_rps got_rps p50_us p90_us p99_us p99.9_us max_us errors added_p99_us
+  for p in citoroute nginx common; do
+    R=$([ "$p" = common ] && echo "$COMMON" || echo "${RATE[$p]}")
+    if [ "$p" = common ]; then list=(direct citoroute nginx); else list=(direct "$p"); fi
+    for t in "${list[@]}"; do
+      x=${RATERES[$t,$p]}
+      added=-
+      [ "$t" != direct ] && added=$(( $(f "$x" 4) - $(f "${RATERES[direct,$p]}" 4) ))
+      printf '%-22s %9s %9s %8s %8s %8s %9s %9s %7s %13s\n' "$t@half-$p" "$R" "$(f "$x" 1)" "$(f "$x" 2)" \
+        "$(f "$x" 3)" "$(f "$x" 4)" "$(f "$x" 5)" "$(f "$x" 6)" "$(f "$x" 7)" "$added"
+    done
+  done
+  echo
+  c=${MAX[citoroute]}; n=${MAX[nginx]}
+  added_c=$(( $(f "${RATERES[citoroute,citoroute]}" 4) - $(f "${RATERES[direct,citoroute]}" 4) ))
+  added_n=$(( $(f "${RATERES[nginx,nginx]}" 4) - $(f "${RATERES[direct,nginx]}" 4) ))
+  added_cc=$(( $(f "${RATERES[citoroute,common]}" 4) - $(f "${RATERES[direct,common]}" 4) ))
+  added_nc=$(( $(f "${RATERES[nginx,common]}" 4) - $(f "${RATERES[direct,common]}" 4) ))
+  echo "## Ratios citoroute / nginx"
+  echo "max throughput:               $(div "$(f "$c" 1)" "$(f "$n" 1)")   (aim >= 1.0)"
+  echo "requests per proxy CPU-second: $(div "$(awk -v r="$(f "$c" 1)" -v p="$(f "$c" 5)" 'BEGIN { print r / p }')" "$(awk -v r="$(f "$n" 1)" -v p="$(f "$n" 5)" 'BEGIN { print r / p }')")"
+  echo "p50 at max load:              $(div "$(f "$c" 2)" "$(f "$n" 2)")"
+  echo "p99 at max load:              $(div "$(f "$c" 3)" "$(f "$n" 3)")"
+  echo "added p99 at own half max:    citoroute ${added_c} us, nginx ${added_n} us   (aim: citoroute <= 100 us)"
+  echo "added p99 at common rate $COMMON: citoroute ${added_cc} us, nginx ${added_nc} us, ratio $(div "$added_cc" "$added_nc")"
+}
+mkdir -p "$RESULTS/raw"
+report | tee "$OUT"
+cp "$TMP"/raw/wrk-*-median.txt "$TMP"/raw/h2load-*.txt "$RESULTS/raw/" 2>/dev/null || true
+[ -f "$TMP/raw/perf-citoroute.txt" ] && cp "$TMP/raw/perf-citoroute.txt" "$RESULTS/raw/"
+log "written $OUT"

@@ -1,0 +1,3 @@
+module github.com/citoroute/citoroute/conformance/build/tools
+
+go 1.24.0

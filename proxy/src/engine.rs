@@ -1,0 +1,572 @@
+//! The request path: Pingora phases mapped to Gateway API semantics.
+//!
+//! | phase                     | what we do                                                   |
+//! |---------------------------|--------------------------------------------------------------|
+//! | `request_filter`          | pin the router generation, route, CORS preflight, redirect,  |
+//! |                           | choose the weighted backend, start mirrors                   |
+//! | `upstream_peer`           | pick an endpoint (LB + breaker + tried set), set timeouts    |
+//! | `upstream_request_filter` | request header modifiers, URL rewrite                        |
+//! | `fail_to_connect`         | breaker failure, retry on another endpoint                   |
+//! | `response_filter`         | breaker outcome, response header modifiers, CORS headers     |
+//! | `fail_to_proxy`           | map the error to 502/503/504 (or 400 for a bad request)      |
+//! | `logging`                 | metrics and the access log                                   |
+
+use crate::backend::{BackendSet, HashOn, now_nanos};
+use crate::filters::{HeaderEdit, redirect_location, rewrite_path};
+use crate::metrics::Metrics;
+use crate::router::{RequestView, RouteMatch, Router};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use citoroute_core::{Admission, CircuitBreaker, TriedSet, hash::hash_bytes};
+use http::{HeaderName, HeaderValue, Method};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How many endpoints a request may try when connecting fails, unless its rule asks for more.
+const DEFAULT_CONNECT_ATTEMPTS: u32 = 3;
+
+pub struct Engine {
+    pub router: Arc<ArcSwap<Router>>,
+    pub metrics: Arc<Metrics>,
+    mirror: crate::mirror::MirrorClient,
+}
+
+impl Engine {
+    pub fn new(router: Arc<ArcSwap<Router>>, metrics: Arc<Metrics>) -> Self {
+        Engine {
+            router,
+            metrics,
+            mirror: crate::mirror::MirrorClient::new(),
+        }
+    }
+}
+
+/// Per-request state.
+pub struct Ctx {
+    router: Option<Arc<Router>>,
+    matched: Option<RouteMatch>,
+    backend: Option<usize>,
+    endpoint: Option<usize>,
+    tried: TriedSet,
+    attempts: u32,
+    start: Instant,
+    deadline: Option<Instant>,
+    breaker: Option<(Arc<CircuitBreaker>, Admission)>,
+    cors_origin: Option<String>,
+    host: String,
+    status: u16,
+}
+
+impl Ctx {
+    fn backend_set(&self) -> Option<&Arc<BackendSet>> {
+        let m = self.matched.as_ref()?;
+        m.rule.backends.get(self.backend?)?.set.as_ref()
+    }
+
+    fn record_outcome(&mut self, success: bool) {
+        if let Some((b, adm)) = self.breaker.take() {
+            if success {
+                b.on_success(adm, now_nanos());
+            } else {
+                b.on_failure(adm, now_nanos());
+            }
+        }
+    }
+}
+
+struct PingoraHeaders<'a, T>(&'a mut T);
+
+impl HeaderEdit for PingoraHeaders<'_, RequestHeader> {
+    fn set(&mut self, n: &HeaderName, v: &HeaderValue) {
+        let _ = self.0.insert_header(n.clone(), v.clone());
+    }
+    fn add(&mut self, n: &HeaderName, v: &HeaderValue) {
+        let _ = self.0.append_header(n.clone(), v.clone());
+    }
+    fn remove(&mut self, n: &HeaderName) {
+        let _ = self.0.remove_header(n);
+    }
+}
+
+impl HeaderEdit for PingoraHeaders<'_, ResponseHeader> {
+    fn set(&mut self, n: &HeaderName, v: &HeaderValue) {
+        let _ = self.0.insert_header(n.clone(), v.clone());
+    }
+    fn add(&mut self, n: &HeaderName, v: &HeaderValue) {
+        let _ = self.0.append_header(n.clone(), v.clone());
+    }
+    fn remove(&mut self, n: &HeaderName) {
+        let _ = self.0.remove_header(n);
+    }
+}
+
+/// A host as a client may send it: a DNS name or IP literal with an optional port.
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+}
+
+async fn respond(
+    session: &mut Session,
+    status: u16,
+    headers: &[(&str, String)],
+    body: &'static str,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(headers.len() + 2))?;
+    for (n, v) in headers {
+        resp.insert_header(n.to_string(), v.as_str())?;
+    }
+    resp.insert_header("content-length", body.len().to_string())?;
+    if !body.is_empty() {
+        resp.insert_header("content-type", "text/plain")?;
+    }
+    session
+        .write_response_header(Box::new(resp), body.is_empty())
+        .await?;
+    if !body.is_empty() {
+        session
+            .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
+            .await?;
+    }
+    Ok(())
+}
+
+fn error_status(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        ErrorType::ConnectTimedout
+        | ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError => 503,
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => match e.esource() {
+            ErrorSource::Downstream => 408,
+            _ => 504,
+        },
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
+}
+
+fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+}
+
+#[async_trait]
+impl ProxyHttp for Engine {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            router: None,
+            matched: None,
+            backend: None,
+            endpoint: None,
+            tried: TriedSet::new(),
+            attempts: 0,
+            start: Instant::now(),
+            deadline: None,
+            breaker: None,
+            cors_origin: None,
+            host: String::new(),
+            status: 0,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // One generation for the whole request, however long it takes.
+        let router = self.router.load_full();
+        ctx.router = Some(router.clone());
+        let port = session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.port())
+            .unwrap_or(0);
+        let req = session.req_header();
+        let host = req
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| {
+                req.headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            });
+        let host = match host {
+            Some(h) if valid_host(&h) => h,
+            Some(_) => {
+                respond(session, 400, &[], "invalid Host header\n").await?;
+                return Ok(true);
+            }
+            None if req.version == http::Version::HTTP_10 => String::new(),
+            None => {
+                respond(session, 400, &[], "missing Host header\n").await?;
+                return Ok(true);
+            }
+        };
+        let req = session.req_header();
+        let view = RequestView {
+            port,
+            host: &host,
+            path: req.uri.path(),
+            query: req.uri.query(),
+            method: &req.method,
+            headers: &req.headers,
+        };
+        let Some(matched) = router.route(&view) else {
+            ctx.host = host;
+            respond(session, 404, &[], "no route\n").await?;
+            return Ok(true);
+        };
+        let rule = matched.rule.clone();
+        ctx.matched = Some(matched);
+
+        if let Some(cors) = &rule.filters.cors
+            && let Some(origin) = req
+                .headers
+                .get(http::header::ORIGIN)
+                .and_then(|o| o.to_str().ok())
+        {
+            let origin = origin.to_string();
+            let preflight = req.method == Method::OPTIONS
+                && req
+                    .headers
+                    .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
+            if preflight {
+                let mut headers = Vec::new();
+                if cors.allows(&origin) {
+                    headers.push((
+                        "access-control-allow-origin",
+                        cors.allow_origin_value(&origin),
+                    ));
+                    headers.push((
+                        "access-control-allow-methods",
+                        cors.allow_methods.to_str().unwrap_or("GET").to_string(),
+                    ));
+                    if let Some(h) = &cors.allow_headers {
+                        headers.push((
+                            "access-control-allow-headers",
+                            h.to_str().unwrap_or_default().to_string(),
+                        ));
+                    }
+                    if let Some(m) = &cors.max_age {
+                        headers.push((
+                            "access-control-max-age",
+                            m.to_str().unwrap_or_default().to_string(),
+                        ));
+                    }
+                    if cors.allow_credentials {
+                        headers.push(("access-control-allow-credentials", "true".to_string()));
+                    }
+                    headers.push(("vary", "Origin".to_string()));
+                }
+                ctx.host = host;
+                respond(session, 204, &headers, "").await?;
+                return Ok(true);
+            }
+            if cors.allows(&origin) {
+                ctx.cors_origin = Some(origin);
+            }
+        }
+
+        if let Some(redirect) = &rule.filters.redirect {
+            let scheme = if session
+                .digest()
+                .and_then(|d| d.ssl_digest.as_ref())
+                .is_some()
+            {
+                "https"
+            } else {
+                "http"
+            };
+            let req = session.req_header();
+            let location = redirect_location(
+                redirect,
+                scheme,
+                crate::router::strip_port(&host),
+                port,
+                req.uri.path(),
+                req.uri.query(),
+                ctx.matched.as_ref().and_then(|m| m.prefix.as_deref()),
+            );
+            let code = redirect.status_code.unwrap_or(302);
+            ctx.host = host;
+            respond(session, code, &[("location", location)], "").await?;
+            return Ok(true);
+        }
+
+        let Some(picker) = &rule.picker else {
+            ctx.host = host;
+            respond(session, 500, &[], "no backend for this route\n").await?;
+            return Ok(true);
+        };
+        let idx = picker.pick(fastrand::u64(..));
+        ctx.backend = Some(idx);
+        let Some(set) = rule.backends[idx].set.as_ref() else {
+            ctx.host = host;
+            respond(session, 500, &[], "backend reference not resolved\n").await?;
+            return Ok(true);
+        };
+        if set.endpoints.is_empty() {
+            ctx.host = host;
+            respond(session, 503, &[], "no healthy upstream\n").await?;
+            return Ok(true);
+        }
+        for m in &rule.filters.mirrors {
+            if m.fraction >= 1.0 || fastrand::f64() < m.fraction {
+                self.mirror.send(&m.backend, session.req_header(), &host);
+            }
+        }
+        if let Some(t) = rule.request_timeout {
+            ctx.deadline = Some(ctx.start + t);
+        }
+        ctx.host = host;
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let Some(set) = ctx.backend_set().cloned() else {
+            return Error::e_explain(ErrorType::HTTPStatus(500), "no backend chosen");
+        };
+        let key = set.hash_on().map(|h| match h {
+            HashOn::SourceIp => session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| hash_bytes(a.ip().to_string().as_bytes()))
+                .unwrap_or(0),
+            HashOn::Header(name) => session
+                .req_header()
+                .headers
+                .get(name)
+                .map(|v| hash_bytes(v.as_bytes()))
+                .unwrap_or_else(|| fastrand::u64(..)),
+            HashOn::Cookie(name) => cookie_value(&session.req_header().headers, name)
+                .map(|v| hash_bytes(v.as_bytes()))
+                .unwrap_or_else(|| fastrand::u64(..)),
+        });
+        let now = now_nanos();
+        let Some(i) = set.pick(key, &ctx.tried, now) else {
+            return Error::e_explain(ErrorType::HTTPStatus(503), "no endpoint left to try");
+        };
+        ctx.tried.insert(i);
+        ctx.endpoint = Some(i);
+        ctx.attempts += 1;
+        if let Some(b) = &set.endpoints[i].breaker {
+            let adm = b.admit(now);
+            ctx.breaker = Some((b.clone(), adm));
+        }
+        let rule = ctx.matched.as_ref().map(|m| m.rule.clone());
+        let mut timeout = rule.as_ref().and_then(|r| r.backend_timeout);
+        if let Some(deadline) = ctx.deadline {
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
+            timeout = Some(timeout.map_or(left, |t| t.min(left)));
+        }
+        Ok(set.peer(i, session.is_upgrade_req(), timeout))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(m) = &ctx.matched else { return Ok(()) };
+        let rule = &m.rule;
+        if let Some(mods) = &rule.filters.request_headers {
+            mods.apply(&mut PingoraHeaders(upstream));
+        }
+        if let Some(b) = ctx.backend.and_then(|i| rule.backends.get(i))
+            && let Some(mods) = &b.filters.request_headers
+        {
+            mods.apply(&mut PingoraHeaders(upstream));
+        }
+        if let Some(rw) = &rule.filters.rewrite {
+            if let Some(h) = &rw.hostname {
+                upstream.insert_header(http::header::HOST, h.as_str())?;
+            }
+            if let Some(pm) = &rw.path {
+                let new_path = rewrite_path(upstream.uri.path(), pm, m.prefix.as_deref());
+                let pq = match upstream.uri.query() {
+                    Some(q) => format!("{new_path}?{q}"),
+                    None => new_path,
+                };
+                let uri: http::Uri = pq.parse().map_err(|_| {
+                    Error::explain(
+                        ErrorType::HTTPStatus(500),
+                        "rewritten path is not a valid URI",
+                    )
+                })?;
+                upstream.set_uri(uri);
+            }
+        }
+        // Keep the original authority for h2 upstreams, which read it from the URI.
+        let _ = session;
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.record_outcome(false);
+        if let Some(set) = ctx.backend_set() {
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[&set.name, "connect"])
+                .inc();
+        }
+        let allowed = ctx
+            .matched
+            .as_ref()
+            .map(|m| (m.rule.retry_attempts + 1).max(DEFAULT_CONNECT_ATTEMPTS))
+            .unwrap_or(1);
+        let remaining = ctx
+            .backend_set()
+            .map(|s| s.endpoints.len() > ctx.tried.len())
+            .unwrap_or(false);
+        if ctx.attempts < allowed && remaining {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.status = resp.status.as_u16();
+        if ctx.breaker.is_some() {
+            let failed = matches!(resp.status.as_u16(), 502..=504);
+            ctx.record_outcome(!failed);
+        }
+        let Some(m) = &ctx.matched else { return Ok(()) };
+        let rule = m.rule.clone();
+        if let Some(mods) = &rule.filters.response_headers {
+            mods.apply(&mut PingoraHeaders(&mut *resp));
+        }
+        if let Some(b) = ctx.backend.and_then(|i| rule.backends.get(i))
+            && let Some(mods) = &b.filters.response_headers
+        {
+            mods.apply(&mut PingoraHeaders(&mut *resp));
+        }
+        if let (Some(cors), Some(origin)) = (&rule.filters.cors, &ctx.cors_origin) {
+            resp.insert_header(
+                "access-control-allow-origin",
+                cors.allow_origin_value(origin),
+            )?;
+            if cors.allow_credentials {
+                resp.insert_header("access-control-allow-credentials", "true")?;
+            }
+            if let Some(h) = &cors.expose_headers {
+                resp.insert_header("access-control-expose-headers", h.clone())?;
+            }
+            resp.append_header("vary", "Origin")?;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if e.esource() == &ErrorSource::Upstream {
+            ctx.record_outcome(false);
+            if let Some(set) = ctx.backend_set() {
+                let kind = match e.etype() {
+                    ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
+                    _ => "proxy",
+                };
+                self.metrics
+                    .upstream_errors
+                    .with_label_values(&[&set.name, kind])
+                    .inc();
+            }
+        }
+        let code = error_status(e);
+        if code > 0 {
+            let _ = session.respond_error(code).await;
+        }
+        ctx.status = code;
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        // A breaker admission never resolved (client went away): do not count it either way.
+        if let Some((b, adm)) = ctx.breaker.take()
+            && e.is_none()
+        {
+            b.on_success(adm, now_nanos());
+        }
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(ctx.status);
+        let (route, backend) = match &ctx.matched {
+            Some(m) => (
+                m.rule.route.as_ref(),
+                ctx.backend
+                    .and_then(|i| m.rule.backends.get(i))
+                    .map(|b| b.name.as_ref())
+                    .unwrap_or(""),
+            ),
+            None => ("", ""),
+        };
+        let elapsed = ctx.start.elapsed();
+        self.metrics
+            .observe_request(route, backend, status, elapsed);
+        if ctx
+            .router
+            .as_ref()
+            .is_some_and(|r| r.config.runtime.access_log)
+        {
+            let req = session.req_header();
+            let endpoint = ctx
+                .backend_set()
+                .zip(ctx.endpoint)
+                .map(|(s, i)| s.endpoints[i].label.to_string())
+                .unwrap_or_default();
+            tracing::info!(
+                target: "access",
+                client = %session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
+                method = %req.method,
+                host = %ctx.host,
+                path = %req.uri.path(),
+                status,
+                route,
+                backend,
+                endpoint,
+                attempts = ctx.attempts,
+                duration_us = elapsed.as_micros() as u64,
+                error = e.map(|e| e.to_string()).unwrap_or_default(),
+            );
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! The CitoRoute data plane: Gateway API routing on Pingora, configured by the TOML contract
+//! of `citoroute-config` and hot-reloaded without dropping a request.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod backend;
+pub mod engine;
+pub mod filters;
+pub mod metrics;
+pub mod mirror;
+pub mod reload;
+pub mod router;
+pub mod server;
+pub mod tls;

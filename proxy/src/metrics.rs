@@ -1,0 +1,123 @@
+//! Prometheus metrics, all prefixed `citoroute_`.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use std::time::Duration;
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub upstream_errors: IntCounterVec,
+    pub breaker_state: IntGaugeVec,
+    pub config_generation: IntGauge,
+    pub config_reloads: IntCounter,
+    pub config_reload_failures: IntCounter,
+    pub listeners_pending_restart: IntGauge,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Metric definitions are static; a failure here is a programming error caught by tests.
+    r.unwrap_or_else(|e| panic!("metric definition: {e}"))
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = must(IntCounterVec::new(
+            Opts::new(
+                "citoroute_requests_total",
+                "Requests by route, backend and response status.",
+            ),
+            &["route", "backend", "code"],
+        ));
+        let duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "citoroute_request_duration_seconds",
+                "Time from request head received to response finished.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["route"],
+        ));
+        let upstream_errors = must(IntCounterVec::new(
+            Opts::new(
+                "citoroute_upstream_errors_total",
+                "Failed upstream attempts by backend and kind (connect, timeout, proxy).",
+            ),
+            &["backend", "kind"],
+        ));
+        let breaker_state = must(IntGaugeVec::new(
+            Opts::new(
+                "citoroute_circuit_breaker_state",
+                "Endpoint breaker state: 0 closed, 1 open, 2 half-open.",
+            ),
+            &["backend", "endpoint"],
+        ));
+        let config_generation = must(IntGauge::new(
+            "citoroute_config_generation",
+            "Generation of the config now serving.",
+        ));
+        let config_reloads = must(IntCounter::new(
+            "citoroute_config_reloads_total",
+            "Configs compiled and swapped in.",
+        ));
+        let config_reload_failures = must(IntCounter::new(
+            "citoroute_config_reload_failures_total",
+            "Configs refused; the last good one kept serving.",
+        ));
+        let listeners_pending_restart = must(IntGauge::new(
+            "citoroute_listeners_pending_restart",
+            "1 when the config asks for listener sockets the process did not open at start.",
+        ));
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(breaker_state.clone()),
+            Box::new(config_generation.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_reload_failures.clone()),
+            Box::new(listeners_pending_restart.clone()),
+        ] {
+            must(registry.register(c));
+        }
+        Metrics {
+            registry,
+            requests,
+            duration,
+            upstream_errors,
+            breaker_state,
+            config_generation,
+            config_reloads,
+            config_reload_failures,
+            listeners_pending_restart,
+        }
+    }
+
+    pub fn observe_request(&self, route: &str, backend: &str, status: u16, elapsed: Duration) {
+        let code = status.to_string();
+        self.requests
+            .with_label_values(&[route, backend, code.as_str()])
+            .inc();
+        self.duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,191 @@
+//! Config sources and the swap: a new config is parsed, validated, its certificates loaded and
+//! its router compiled entirely off the request path; only then is it stored with one atomic
+//! pointer swap. Requests in flight keep the generation they started with.
+
+use crate::backend::BreakerRegistry;
+use crate::metrics::Metrics;
+use crate::router::Router;
+use crate::tls::CertTable;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use citoroute_config::{ListenerProtocol, ProxyConfig};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+/// Where configs come from. The file source is the standalone default; the Kubernetes
+/// ConfigMap watch implements the same trait.
+#[async_trait]
+pub trait ConfigSource: Send {
+    /// Waits for the next version of the config's bytes. `None` ends the watch.
+    async fn next(&mut self) -> Option<Result<Vec<u8>, String>>;
+    /// For logs: where the config comes from.
+    fn describe(&self) -> String;
+}
+
+/// Watches a file by polling its metadata (robust to editors' rename-on-save and to
+/// Kubernetes' symlink swaps in mounted volumes); reads it only when that changed, and yields
+/// it only when its bytes changed.
+pub struct FileSource {
+    path: PathBuf,
+    interval: Duration,
+    seen_meta: Option<(SystemTime, u64)>,
+    seen_bytes: Option<Vec<u8>>,
+}
+
+impl FileSource {
+    pub fn new(path: PathBuf, interval: Duration, initial: Vec<u8>) -> Self {
+        let seen_meta = std::fs::metadata(&path)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())));
+        FileSource {
+            path,
+            interval,
+            seen_meta,
+            seen_bytes: Some(initial),
+        }
+    }
+}
+
+#[async_trait]
+impl ConfigSource for FileSource {
+    async fn next(&mut self) -> Option<Result<Vec<u8>, String>> {
+        loop {
+            tokio::time::sleep(self.interval).await;
+            let meta = match tokio::fs::metadata(&self.path).await {
+                Ok(m) => m,
+                Err(e) => {
+                    if self.seen_meta.take().is_some() {
+                        return Some(Err(format!("cannot read {}: {e}", self.path.display())));
+                    }
+                    continue;
+                }
+            };
+            let stamp = (
+                meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                meta.len(),
+            );
+            if self.seen_meta == Some(stamp) {
+                continue;
+            }
+            self.seen_meta = Some(stamp);
+            match tokio::fs::read(&self.path).await {
+                Ok(bytes) if self.seen_bytes.as_ref() == Some(&bytes) => continue,
+                Ok(bytes) => {
+                    self.seen_bytes = Some(bytes.clone());
+                    return Some(Ok(bytes));
+                }
+                Err(e) => return Some(Err(format!("cannot read {}: {e}", self.path.display()))),
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("file {}", self.path.display())
+    }
+}
+
+/// The sockets a config needs: (address, port, speaks TLS).
+pub fn sockets(cfg: &ProxyConfig) -> BTreeSet<(String, u16, bool)> {
+    cfg.listeners
+        .iter()
+        .map(|l| {
+            (
+                l.address.clone(),
+                l.port,
+                l.protocol != ListenerProtocol::Http,
+            )
+        })
+        .collect()
+}
+
+/// Holds the live state and swaps new generations in.
+pub struct Reloader {
+    pub router: Arc<ArcSwap<Router>>,
+    pub certs: Arc<ArcSwap<CertTable>>,
+    pub metrics: Arc<Metrics>,
+    breakers: BreakerRegistry,
+    generation: AtomicU64,
+    bound: BTreeSet<(String, u16, bool)>,
+}
+
+impl Reloader {
+    /// Compiles the first config. Its listeners are the sockets the process opens.
+    pub fn new(bytes: &[u8], metrics: Arc<Metrics>) -> Result<Reloader, String> {
+        let cfg = Arc::new(ProxyConfig::from_bytes(bytes).map_err(|e| e.to_string())?);
+        let breakers = BreakerRegistry::default();
+        let certs = CertTable::load(&cfg).map_err(|e| e.to_string())?;
+        let router = Router::compile(cfg.clone(), 1, &breakers).map_err(|e| e.to_string())?;
+        metrics.config_generation.set(1);
+        Ok(Reloader {
+            router: Arc::new(ArcSwap::from_pointee(router)),
+            certs: Arc::new(ArcSwap::from_pointee(certs)),
+            metrics,
+            breakers,
+            generation: AtomicU64::new(1),
+            bound: sockets(&cfg),
+        })
+    }
+
+    pub fn config(&self) -> Arc<ProxyConfig> {
+        self.router.load().config.clone()
+    }
+
+    /// Applies new config bytes; on any error the current generation keeps serving.
+    pub fn apply(&self, bytes: &[u8]) -> Result<u64, String> {
+        let result = self.try_apply(bytes);
+        match &result {
+            Ok(g) => {
+                self.metrics.config_reloads.inc();
+                self.metrics.config_generation.set(*g as i64);
+                tracing::info!(generation = g, "config applied");
+            }
+            Err(e) => {
+                self.metrics.config_reload_failures.inc();
+                tracing::error!(error = %e, "config refused; the last good config keeps serving");
+            }
+        }
+        result
+    }
+
+    fn try_apply(&self, bytes: &[u8]) -> Result<u64, String> {
+        let cfg = Arc::new(ProxyConfig::from_bytes(bytes).map_err(|e| e.to_string())?);
+        let certs = CertTable::load(&cfg).map_err(|e| e.to_string())?;
+        let generation = self.generation.load(Ordering::Relaxed) + 1;
+        let router =
+            Router::compile(cfg.clone(), generation, &self.breakers).map_err(|e| e.to_string())?;
+        let wanted = sockets(&cfg);
+        let pending = wanted != self.bound;
+        if pending {
+            tracing::warn!(
+                "the config changes listener sockets; routes are updated now, new ports open after a restart"
+            );
+        }
+        self.metrics
+            .listeners_pending_restart
+            .set(i64::from(pending));
+        // Certificates first: a route on a new hostname never meets the old certificate table.
+        self.certs.store(Arc::new(certs));
+        self.router.store(Arc::new(router));
+        self.generation.store(generation, Ordering::Relaxed);
+        Ok(generation)
+    }
+
+    /// Applies every update from `source` until it ends.
+    pub async fn watch(&self, mut source: Box<dyn ConfigSource>) {
+        tracing::info!(source = %source.describe(), "watching config");
+        while let Some(update) = source.next().await {
+            match update {
+                Ok(bytes) => {
+                    let _ = self.apply(&bytes);
+                }
+                Err(e) => {
+                    self.metrics.config_reload_failures.inc();
+                    tracing::error!(error = %e, "config source error; the last good config keeps serving");
+                }
+            }
+        }
+    }
+}

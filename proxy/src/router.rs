@@ -1,0 +1,747 @@
+//! The compiled routing table: built once per config, read lock-free per request.
+//!
+//! Lookup is port → listener (most specific hostname) → host bucket (exact host, then
+//! wildcards longest first, then routes without hostnames) → path index (exact map, regex
+//! list, prefix map probed at each `/` boundary of the request path). Within one index entry
+//! the candidates are pre-sorted by the Gateway API precedence rules, so the first candidate
+//! whose method, headers and query match wins.
+
+use crate::backend::{BackendSet, BreakerRegistry};
+use crate::filters::{CompiledFilters, compile_filters};
+use citoroute_config::{
+    self as cfg, GrpcRoute, HttpMatch, HttpRoute, ListenerProtocol, PathMatchType, ProxyConfig,
+    ValueMatchType, hostname,
+};
+use citoroute_core::WeightedPicker;
+use regex::Regex;
+use std::cmp::Reverse;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a config could not be compiled (beyond what validation catches: files, keys).
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Everything a request needs, swapped as one unit on reload.
+#[derive(Debug)]
+pub struct Router {
+    pub generation: u64,
+    ports: HashMap<u16, PortTable>,
+    pub backends: HashMap<String, Arc<BackendSet>>,
+    pub config: Arc<ProxyConfig>,
+}
+
+#[derive(Debug, Default)]
+struct PortTable {
+    /// Listeners sorted most specific hostname first; `None` hostname last.
+    listeners: Vec<ListenerTable>,
+}
+
+#[derive(Debug)]
+struct ListenerTable {
+    hostname: Option<String>,
+    hosts: HostIndex,
+}
+
+#[derive(Debug, Default)]
+struct HostIndex {
+    exact: HashMap<String, PathIndex>,
+    /// (`.suffix` including the dot, index), longest suffix first.
+    wildcard: Vec<(String, PathIndex)>,
+    any: Option<PathIndex>,
+}
+
+#[derive(Debug, Default)]
+struct PathIndex {
+    exact: HashMap<String, Vec<Candidate>>,
+    prefix: HashMap<String, Vec<Candidate>>,
+    regex: Vec<(Regex, Candidate)>,
+}
+
+/// One match of one rule, with what is needed to finish matching and to rank it.
+#[derive(Debug, Clone)]
+struct Candidate {
+    rank: Rank,
+    method: Option<http::Method>,
+    headers: Arc<[ValueMatcher]>,
+    query: Arc<[ValueMatcher]>,
+    /// The matched prefix, for `ReplacePrefixMatch`.
+    prefix: Option<Arc<str>>,
+    rule: Arc<Rule>,
+}
+
+/// Precedence within one path index entry: method, then more header matches, then more query
+/// matches, then route order, then rule order (all compared so that smaller wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Rank {
+    path_len: Reverse<usize>,
+    method: Reverse<bool>,
+    headers: Reverse<usize>,
+    query: Reverse<usize>,
+    route: usize,
+    rule: usize,
+}
+
+#[derive(Debug)]
+enum ValueMatcher {
+    Exact(String, String),
+    Regex(String, Regex),
+}
+
+impl ValueMatcher {
+    fn compile(m: &cfg::ValueMatch, lowercase_name: bool) -> Result<Self, CompileError> {
+        let name = if lowercase_name {
+            m.name.to_ascii_lowercase()
+        } else {
+            m.name.clone()
+        };
+        Ok(match m.kind {
+            ValueMatchType::Exact => ValueMatcher::Exact(name, m.value.clone()),
+            ValueMatchType::RegularExpression => {
+                ValueMatcher::Regex(name, full_match_regex(&m.value)?)
+            }
+        })
+    }
+    fn name(&self) -> &str {
+        match self {
+            ValueMatcher::Exact(n, _) | ValueMatcher::Regex(n, _) => n,
+        }
+    }
+    fn matches(&self, value: &str) -> bool {
+        match self {
+            ValueMatcher::Exact(_, v) => v == value,
+            ValueMatcher::Regex(_, re) => re.is_match(value),
+        }
+    }
+}
+
+fn full_match_regex(re: &str) -> Result<Regex, CompileError> {
+    Regex::new(&format!("^(?:{re})$"))
+        .map_err(|e| CompileError::Invalid(format!("regular expression {re:?}: {e}")))
+}
+
+/// A compiled route rule: what to do once it matched.
+#[derive(Debug)]
+pub struct Rule {
+    pub route: Arc<str>,
+    pub rule_name: Option<Arc<str>>,
+    pub listener: Arc<str>,
+    pub filters: CompiledFilters,
+    pub backends: Vec<RuleBackend>,
+    pub picker: Option<WeightedPicker>,
+    pub request_timeout: Option<Duration>,
+    pub backend_timeout: Option<Duration>,
+    pub retry_attempts: u32,
+    pub retry_codes: Vec<u16>,
+    pub retry_backoff: Option<Duration>,
+    pub grpc: bool,
+}
+
+/// One weighted backend of a rule; `set` is None when the reference was unresolved.
+#[derive(Debug)]
+pub struct RuleBackend {
+    pub name: Arc<str>,
+    pub set: Option<Arc<BackendSet>>,
+    pub filters: CompiledFilters,
+}
+
+/// The outcome of routing one request.
+#[derive(Debug, Clone)]
+pub struct RouteMatch {
+    pub rule: Arc<Rule>,
+    pub prefix: Option<Arc<str>>,
+}
+
+/// What the router needs from a request.
+pub struct RequestView<'a> {
+    pub port: u16,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub method: &'a http::Method,
+    pub headers: &'a http::HeaderMap,
+}
+
+impl Router {
+    /// Compiles a validated config. `breakers` keeps endpoint breaker state across reloads.
+    pub fn compile(
+        config: Arc<ProxyConfig>,
+        generation: u64,
+        breakers: &BreakerRegistry,
+    ) -> Result<Router, CompileError> {
+        let mut backends = HashMap::new();
+        for (name, b) in &config.backends {
+            backends.insert(
+                name.clone(),
+                Arc::new(BackendSet::compile(name, b, &config.runtime, breakers)?),
+            );
+        }
+        let mut builder = Builder {
+            listeners: HashMap::new(),
+            backends: &backends,
+        };
+        for l in &config.listeners {
+            builder.listeners.insert(
+                l.name.clone(),
+                (
+                    l.port,
+                    l.protocol,
+                    l.hostname.clone(),
+                    HostIndexBuilder::default(),
+                ),
+            );
+        }
+        for (order, route) in config.http_routes.iter().enumerate() {
+            builder.add_http_route(order, route)?;
+        }
+        let offset = config.http_routes.len();
+        for (order, route) in config.grpc_routes.iter().enumerate() {
+            builder.add_grpc_route(offset + order, route)?;
+        }
+        let mut ports: HashMap<u16, PortTable> = HashMap::new();
+        for (_, (port, protocol, host, hosts)) in builder.listeners {
+            if protocol == ListenerProtocol::Tls {
+                continue;
+            }
+            ports
+                .entry(port)
+                .or_default()
+                .listeners
+                .push(ListenerTable {
+                    hostname: host,
+                    hosts: hosts.finish(),
+                });
+        }
+        for table in ports.values_mut() {
+            table
+                .listeners
+                .sort_by_key(|l| hostname_specificity(l.hostname.as_deref()));
+        }
+        Ok(Router {
+            generation,
+            ports,
+            backends,
+            config,
+        })
+    }
+
+    /// Routes a request; `None` means no route matches (404).
+    pub fn route(&self, req: &RequestView<'_>) -> Option<RouteMatch> {
+        let port = self.ports.get(&req.port)?;
+        let host = strip_port(req.host);
+        let listener = port.listeners.iter().find(|l| {
+            l.hostname
+                .as_deref()
+                .is_none_or(|h| hostname::covers(h, host))
+        })?;
+        listener.hosts.route(host, req)
+    }
+
+    /// Whether any listener is configured on this port (for telling 404 from misdirected).
+    pub fn serves_port(&self, port: u16) -> bool {
+        self.ports.contains_key(&port)
+    }
+}
+
+/// Sort key putting exact hostnames first, then longer wildcards, then no hostname.
+fn hostname_specificity(h: Option<&str>) -> (u8, Reverse<usize>) {
+    match h {
+        Some(h) if !h.starts_with('*') => (0, Reverse(h.len())),
+        Some(h) => (1, Reverse(h.len())),
+        None => (2, Reverse(0)),
+    }
+}
+
+/// Drops a `:port` suffix (keeping IPv6 literals intact) so `Host: a.com:8080` routes as `a.com`.
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |i| &host[..=i]);
+    }
+    match host.rfind(':') {
+        Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
+        _ => host,
+    }
+}
+
+impl HostIndex {
+    fn route(&self, host: &str, req: &RequestView<'_>) -> Option<RouteMatch> {
+        let lower;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = host.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            host
+        };
+        if let Some(idx) = self.exact.get(host)
+            && let Some(m) = idx.route(req)
+        {
+            return Some(m);
+        }
+        for (suffix, idx) in &self.wildcard {
+            if host.len() > suffix.len()
+                && host.ends_with(suffix.as_str())
+                && let Some(m) = idx.route(req)
+            {
+                return Some(m);
+            }
+        }
+        self.any.as_ref().and_then(|idx| idx.route(req))
+    }
+}
+
+impl PathIndex {
+    fn route(&self, req: &RequestView<'_>) -> Option<RouteMatch> {
+        let path = req.path;
+        if let Some(cands) = self.exact.get(path)
+            && let Some(m) = first_match(cands, req)
+        {
+            return Some(m);
+        }
+        for (re, cand) in &self.regex {
+            if re.is_match(path) && cand.matches_rest(req) {
+                return Some(cand.to_match());
+            }
+        }
+        // Probe each element boundary, longest first: "/a/b/c" → "/a/b/c", "/a/b", "/a", "/".
+        if !self.prefix.is_empty() {
+            let trimmed = if path.len() > 1 {
+                path.trim_end_matches('/')
+            } else {
+                path
+            };
+            let mut end = trimmed.len();
+            loop {
+                let probe = if end == 0 { "/" } else { &trimmed[..end] };
+                if let Some(cands) = self.prefix.get(probe)
+                    && let Some(m) = first_match(cands, req)
+                {
+                    return Some(m);
+                }
+                if end == 0 {
+                    break;
+                }
+                end = trimmed[..end].rfind('/').unwrap_or(0);
+            }
+        }
+        None
+    }
+}
+
+fn first_match(cands: &[Candidate], req: &RequestView<'_>) -> Option<RouteMatch> {
+    cands
+        .iter()
+        .find(|c| c.matches_rest(req))
+        .map(Candidate::to_match)
+}
+
+impl Candidate {
+    fn matches_rest(&self, req: &RequestView<'_>) -> bool {
+        if let Some(m) = &self.method
+            && m != req.method
+        {
+            return false;
+        }
+        for h in self.headers.iter() {
+            // Repeated headers are matched on their values joined by ",", as the spec allows.
+            let mut values = req
+                .headers
+                .get_all(h.name())
+                .iter()
+                .filter_map(|v| v.to_str().ok());
+            let Some(first) = values.next() else {
+                return false;
+            };
+            let joined;
+            let value = match values.next() {
+                None => first,
+                Some(second) => {
+                    joined = std::iter::once(first)
+                        .chain(std::iter::once(second))
+                        .chain(values)
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    joined.as_str()
+                }
+            };
+            if !h.matches(value) {
+                return false;
+            }
+        }
+        if !self.query.is_empty() {
+            let Some(q) = req.query else { return false };
+            for m in self.query.iter() {
+                // The first occurrence of a parameter counts, as the spec recommends.
+                let found = q.split('&').find_map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    (k == m.name()).then_some(v)
+                });
+                match found {
+                    Some(v) if m.matches(v) => {}
+                    _ => return false,
+                }
+            }
+        }
+        true
+    }
+
+    fn to_match(&self) -> RouteMatch {
+        RouteMatch {
+            rule: self.rule.clone(),
+            prefix: self.prefix.clone(),
+        }
+    }
+}
+
+struct Builder<'a> {
+    listeners: HashMap<String, (u16, ListenerProtocol, Option<String>, HostIndexBuilder)>,
+    backends: &'a HashMap<String, Arc<BackendSet>>,
+}
+
+#[derive(Default)]
+struct HostIndexBuilder {
+    buckets: HashMap<Option<String>, PathIndexBuilder>,
+}
+
+#[derive(Default)]
+struct PathIndexBuilder {
+    exact: HashMap<String, Vec<Candidate>>,
+    prefix: HashMap<String, Vec<Candidate>>,
+    regex: Vec<(Regex, Candidate)>,
+}
+
+impl HostIndexBuilder {
+    fn finish(self) -> HostIndex {
+        let mut idx = HostIndex::default();
+        for (host, b) in self.buckets {
+            let p = b.finish();
+            match host {
+                None => idx.any = Some(p),
+                Some(h) => match h.strip_prefix('*') {
+                    Some(suffix) => idx.wildcard.push((suffix.to_string(), p)),
+                    None => {
+                        idx.exact.insert(h, p);
+                    }
+                },
+            }
+        }
+        idx.wildcard.sort_by_key(|(s, _)| Reverse(s.len()));
+        idx
+    }
+}
+
+impl PathIndexBuilder {
+    fn finish(mut self) -> PathIndex {
+        for v in self.exact.values_mut().chain(self.prefix.values_mut()) {
+            v.sort_by_key(|c| c.rank);
+        }
+        self.regex.sort_by_key(|(_, c)| c.rank);
+        PathIndex {
+            exact: self.exact,
+            prefix: self.prefix,
+            regex: self.regex,
+        }
+    }
+}
+
+/// The normalized key of a `PathPrefix` value: trailing `/` ignored, `/` itself kept.
+fn prefix_key(value: &str) -> String {
+    let t = value.trim_end_matches('/');
+    if t.is_empty() {
+        "/".to_string()
+    } else {
+        t.to_string()
+    }
+}
+
+enum PathKind {
+    Exact(String),
+    Prefix(String),
+    Regex(String),
+}
+
+fn rule_backends(
+    backends: &HashMap<String, Arc<BackendSet>>,
+    refs: &[cfg::BackendRef],
+) -> Result<(Vec<RuleBackend>, Option<WeightedPicker>), CompileError> {
+    let mut out = Vec::with_capacity(refs.len());
+    let mut weights = Vec::with_capacity(refs.len());
+    for r in refs {
+        let set = match &r.backend {
+            Some(name) => Some(
+                backends
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| CompileError::Invalid(format!("no backend named {name:?}")))?,
+            ),
+            None => None,
+        };
+        out.push(RuleBackend {
+            name: r.backend.as_deref().unwrap_or("(unresolved)").into(),
+            set,
+            filters: compile_filters(&r.filters, backends)?,
+        });
+        weights.push(r.weight);
+    }
+    Ok((out, WeightedPicker::new(&weights)))
+}
+
+type CompiledRules = Vec<(Arc<Rule>, Vec<(PathKind, Candidate)>)>;
+
+impl Builder<'_> {
+    /// Adds a route's rules to every listener it attaches to. Rules are compiled per listener
+    /// because the listener name is part of a rule's metrics identity.
+    fn attach(
+        &mut self,
+        route_name: &str,
+        listeners: &[String],
+        hostnames: &[String],
+        make_rules: impl Fn(&str) -> Result<CompiledRules, CompileError>,
+    ) -> Result<(), CompileError> {
+        for listener in listeners {
+            let Some((_, _, lhost, _)) = self.listeners.get(listener) else {
+                return Err(CompileError::Invalid(format!(
+                    "route {route_name:?} names unknown listener {listener:?}"
+                )));
+            };
+            let Some(hosts) = hostname::intersect(lhost.as_deref(), hostnames) else {
+                continue; // No hostname in common: the route does not attach here.
+            };
+            let rules = make_rules(listener)?;
+            let Some((_, _, _, index)) = self.listeners.get_mut(listener) else {
+                continue;
+            };
+            let buckets: Vec<Option<String>> = if hosts.is_empty() {
+                vec![None]
+            } else {
+                hosts
+                    .into_iter()
+                    .map(|h| Some(h.to_ascii_lowercase()))
+                    .collect()
+            };
+            for bucket in buckets {
+                let b = index.buckets.entry(bucket).or_default();
+                for (_, cands) in &rules {
+                    for (kind, cand) in cands {
+                        match kind {
+                            PathKind::Exact(p) => {
+                                b.exact.entry(p.clone()).or_default().push(cand.clone())
+                            }
+                            PathKind::Prefix(p) => {
+                                b.prefix.entry(p.clone()).or_default().push(cand.clone())
+                            }
+                            PathKind::Regex(re) => {
+                                b.regex.push((full_match_regex(re)?, cand.clone()))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn add_http_route(&mut self, order: usize, route: &HttpRoute) -> Result<(), CompileError> {
+        let name: Arc<str> = route.name.as_str().into();
+        let backends_map = self.backends;
+        self.attach(
+            &route.name,
+            &route.listeners,
+            &route.hostnames,
+            |listener| {
+                let mut out = Vec::new();
+                for (r, rule) in route.rules.iter().enumerate() {
+                    let (backends, picker) = rule_backends(backends_map, &rule.backends)?;
+                    let t = rule.timeouts.unwrap_or_default();
+                    let retry = rule.retry.clone().unwrap_or_default();
+                    let shared = Arc::new(Rule {
+                        route: name.clone(),
+                        rule_name: rule.name.as_deref().map(Into::into),
+                        listener: listener.into(),
+                        filters: compile_filters(&rule.filters, backends_map)?,
+                        backends,
+                        picker,
+                        request_timeout: t.request.map(|d| d.0).filter(|d| !d.is_zero()),
+                        backend_timeout: t.backend_request.map(|d| d.0).filter(|d| !d.is_zero()),
+                        retry_attempts: retry.attempts,
+                        retry_codes: retry.codes,
+                        retry_backoff: retry.backoff.map(|d| d.0),
+                        grpc: false,
+                    });
+                    let default_match = [HttpMatch::default()];
+                    let matches = if rule.matches.is_empty() {
+                        &default_match[..]
+                    } else {
+                        &rule.matches
+                    };
+                    let mut cands = Vec::new();
+                    for m in matches {
+                        cands.push(http_candidate(m, order, r, &shared)?);
+                    }
+                    out.push((shared, cands));
+                }
+                Ok(out)
+            },
+        )
+    }
+
+    fn add_grpc_route(&mut self, order: usize, route: &GrpcRoute) -> Result<(), CompileError> {
+        let name: Arc<str> = route.name.as_str().into();
+        let backends_map = self.backends;
+        self.attach(
+            &route.name,
+            &route.listeners,
+            &route.hostnames,
+            |listener| {
+                let mut out = Vec::new();
+                for (r, rule) in route.rules.iter().enumerate() {
+                    let (backends, picker) = rule_backends(backends_map, &rule.backends)?;
+                    let shared = Arc::new(Rule {
+                        route: name.clone(),
+                        rule_name: rule.name.as_deref().map(Into::into),
+                        listener: listener.into(),
+                        filters: compile_filters(&rule.filters, backends_map)?,
+                        backends,
+                        picker,
+                        request_timeout: None,
+                        backend_timeout: None,
+                        retry_attempts: 0,
+                        retry_codes: Vec::new(),
+                        retry_backoff: None,
+                        grpc: true,
+                    });
+                    let default_match = [cfg::GrpcMatch::default()];
+                    let matches = if rule.matches.is_empty() {
+                        &default_match[..]
+                    } else {
+                        &rule.matches
+                    };
+                    let mut cands = Vec::new();
+                    for m in matches {
+                        cands.push(grpc_candidate(m, order, r, &shared)?);
+                    }
+                    out.push((shared, cands));
+                }
+                Ok(out)
+            },
+        )
+    }
+}
+
+fn http_candidate(
+    m: &HttpMatch,
+    route: usize,
+    rule: usize,
+    shared: &Arc<Rule>,
+) -> Result<(PathKind, Candidate), CompileError> {
+    let (kind, path_len, prefix) = match &m.path {
+        None => (PathKind::Prefix("/".into()), 1, Some("/".into())),
+        Some(p) => match p.kind {
+            PathMatchType::Exact => (PathKind::Exact(p.value.clone()), p.value.len(), None),
+            PathMatchType::PathPrefix => {
+                let key = prefix_key(&p.value);
+                let len = key.len();
+                (PathKind::Prefix(key.clone()), len, Some(key.into()))
+            }
+            PathMatchType::RegularExpression => {
+                (PathKind::Regex(p.value.clone()), p.value.len(), None)
+            }
+        },
+    };
+    let headers = m
+        .headers
+        .iter()
+        .map(|h| ValueMatcher::compile(h, true))
+        .collect::<Result<Vec<_>, _>>()?;
+    let query = m
+        .query
+        .iter()
+        .map(|q| ValueMatcher::compile(q, false))
+        .collect::<Result<Vec<_>, _>>()?;
+    let method = match &m.method {
+        Some(s) => Some(
+            http::Method::from_bytes(s.as_bytes())
+                .map_err(|_| CompileError::Invalid(format!("bad method {s:?}")))?,
+        ),
+        None => None,
+    };
+    Ok((
+        kind,
+        Candidate {
+            rank: Rank {
+                path_len: Reverse(path_len),
+                method: Reverse(method.is_some()),
+                headers: Reverse(headers.len()),
+                query: Reverse(query.len()),
+                route,
+                rule,
+            },
+            method,
+            headers: headers.into(),
+            query: query.into(),
+            prefix,
+            rule: shared.clone(),
+        },
+    ))
+}
+
+/// gRPC methods are HTTP/2 paths `/<service>/<method>`; they compile to the same index.
+fn grpc_candidate(
+    m: &cfg::GrpcMatch,
+    route: usize,
+    rule: usize,
+    shared: &Arc<Rule>,
+) -> Result<(PathKind, Candidate), CompileError> {
+    let (kind, len) = match &m.method {
+        None => (PathKind::Prefix("/".into()), 1),
+        Some(mm) => match (mm.kind, mm.service.as_deref(), mm.method.as_deref()) {
+            (ValueMatchType::Exact, Some(s), Some(me)) => {
+                let p = format!("/{s}/{me}");
+                let len = p.len();
+                (PathKind::Exact(p), len)
+            }
+            (ValueMatchType::Exact, Some(s), None) => {
+                (PathKind::Prefix(format!("/{s}")), s.len() + 1)
+            }
+            (ValueMatchType::Exact, None, Some(me)) => (
+                PathKind::Regex(format!("/[^/]+/{}", regex::escape(me))),
+                me.len() + 1,
+            ),
+            (ValueMatchType::RegularExpression, s, me) => {
+                let s = s.unwrap_or("[^/]+");
+                let me = me.unwrap_or("[^/]+");
+                (
+                    PathKind::Regex(format!("/(?:{s})/(?:{me})")),
+                    s.len() + me.len(),
+                )
+            }
+            (ValueMatchType::Exact, None, None) => (PathKind::Prefix("/".into()), 1),
+        },
+    };
+    let headers = m
+        .headers
+        .iter()
+        .map(|h| ValueMatcher::compile(h, true))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((
+        kind,
+        Candidate {
+            rank: Rank {
+                path_len: Reverse(len),
+                method: Reverse(false),
+                headers: Reverse(headers.len()),
+                query: Reverse(0),
+                route,
+                rule,
+            },
+            method: None,
+            headers: headers.into(),
+            query: Arc::from(Vec::new()),
+            prefix: None,
+            rule: shared.clone(),
+        },
+    ))
+}

@@ -1,0 +1,135 @@
+//! Process assembly: the Pingora server with one HTTP proxy service carrying every HTTP and
+//! HTTPS socket, plus a side runtime for the admin listener and the config watch.
+
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::reload::{ConfigSource, FileSource, Reloader};
+use crate::tls::PortResolver;
+use citoroute_config::ListenerProtocol;
+use pingora_core::apps::HttpServerOptions;
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::server::Server;
+use pingora_core::server::configuration::ServerConf;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the file source looks at the config file.
+const FILE_POLL: Duration = Duration::from_millis(200);
+
+/// Runs the proxy on `config_path` until SIGTERM/SIGINT. Returns only on a startup error.
+pub fn run(config_path: PathBuf) -> Result<(), String> {
+    let bytes = std::fs::read(&config_path)
+        .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
+    let metrics = Arc::new(Metrics::new());
+    let reloader = Arc::new(Reloader::new(&bytes, metrics.clone())?);
+    let source: Box<dyn ConfigSource> = Box::new(FileSource::new(config_path, FILE_POLL, bytes));
+    run_with(reloader, source)
+}
+
+pub fn run_with(reloader: Arc<Reloader>, source: Box<dyn ConfigSource>) -> Result<(), String> {
+    let cfg = reloader.config();
+    let rt = &cfg.runtime;
+    let threads = match rt.worker_threads {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
+    };
+    let pid = std::process::id();
+    let tmp = std::env::temp_dir();
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(rt.grace_period.0.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(rt.shutdown_timeout.0.as_secs().max(1)),
+        upstream_keepalive_pool_size: rt.upstream_keepalive_pool_size,
+        pid_file: tmp
+            .join(format!("citoroute-proxy-{pid}.pid"))
+            .display()
+            .to_string(),
+        upgrade_sock: tmp
+            .join(format!("citoroute-proxy-{pid}.sock"))
+            .display()
+            .to_string(),
+        max_retries: 8,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let engine = Engine::new(reloader.router.clone(), reloader.metrics.clone());
+    let mut service =
+        pingora_proxy::http_proxy_service_with_name(&server.configuration, engine, "citoroute");
+    let mut options = HttpServerOptions::default();
+    options.h2c = true;
+    if let Some(app) = service.app_logic_mut() {
+        app.server_options = Some(options);
+    }
+    // One socket per (address, port); HTTPS listeners sharing a port share a resolver.
+    let mut sockets: BTreeMap<(String, u16), ListenerProtocol> = BTreeMap::new();
+    for l in &cfg.listeners {
+        sockets.insert((l.address.clone(), l.port), l.protocol);
+    }
+    for ((address, port), protocol) in sockets {
+        let addr = if address.contains(':') {
+            format!("[{address}]:{port}")
+        } else {
+            format!("{address}:{port}")
+        };
+        match protocol {
+            ListenerProtocol::Http => service.add_tcp(&addr),
+            ListenerProtocol::Https => {
+                let mut tls = TlsSettings::intermediate("", "").map_err(|e| e.to_string())?;
+                tls.set_cert_resolver(Arc::new(PortResolver {
+                    port,
+                    table: reloader.certs.clone(),
+                }));
+                tls.enable_h2();
+                service.add_tls_with_settings(&addr, None, tls);
+            }
+            ListenerProtocol::Tls => {
+                tracing::warn!(%addr, "TLS (TLSRoute) listeners are not served by this build yet");
+            }
+        }
+    }
+    server.add_service(service);
+
+    let admin = rt.admin_address.clone();
+    let side = reloader.clone();
+    std::thread::Builder::new()
+        .name("citoroute-admin".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the admin runtime");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                if !admin.is_empty() {
+                    match admin.parse() {
+                        Ok(addr) => {
+                            let state = side.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) = crate::admin::serve(addr, state).await {
+                                    tracing::error!(error = %e, "admin listener failed");
+                                }
+                            });
+                        }
+                        Err(e) => tracing::error!(error = %e, "bad admin address"),
+                    }
+                }
+                side.watch(source).await;
+                std::future::pending::<()>().await;
+            });
+        })
+        .map_err(|e| format!("cannot start the admin thread: {e}"))?;
+
+    tracing::info!(threads, "citoroute-proxy serving");
+    server.run_forever()
+}

@@ -1,0 +1,126 @@
+//! Listener certificates: loaded from PEM files on every reload and served through a rustls
+//! resolver whose table is swapped atomically, so certificate changes need no restart.
+
+use arc_swap::ArcSwap;
+use citoroute_config::{ListenerProtocol, ProxyConfig, TlsMode, hostname};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A listener hostname (None = any) and its certificate.
+type HostCert = (Option<String>, Arc<CertifiedKey>);
+
+/// Certificates per port, each list ordered most specific listener hostname first; the last
+/// entry doubles as the default for clients that send no (or an unknown) SNI.
+#[derive(Debug, Default)]
+pub struct CertTable {
+    ports: HashMap<u16, Vec<HostCert>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("certificate {name:?}: cannot read {file}: {source}")]
+    Read {
+        name: String,
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("certificate {name:?}: {reason}")]
+    Bad { name: String, reason: String },
+}
+
+fn load(name: &str, cert_file: &str, key_file: &str) -> Result<Arc<CertifiedKey>, CertError> {
+    let read = |file: &str| {
+        std::fs::read(file).map_err(|source| CertError::Read {
+            name: name.to_string(),
+            file: file.to_string(),
+            source,
+        })
+    };
+    let bad = |reason: String| CertError::Bad {
+        name: name.to_string(),
+        reason,
+    };
+    let cert_pem = read(cert_file)?;
+    let key_pem = read(key_file)?;
+    let chain = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("bad certificate PEM: {e}")))?;
+    if chain.is_empty() {
+        return Err(bad(format!("{cert_file} holds no certificate")));
+    }
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| bad(format!("bad key PEM: {e}")))?
+        .ok_or_else(|| bad(format!("{key_file} holds no private key")))?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| bad(format!("unsupported private key: {e}")))?;
+    Ok(Arc::new(CertifiedKey::new(chain, signer)))
+}
+
+impl CertTable {
+    /// Loads every certificate the config's terminating listeners use.
+    pub fn load(cfg: &ProxyConfig) -> Result<CertTable, CertError> {
+        let mut loaded: HashMap<&str, Arc<CertifiedKey>> = HashMap::new();
+        let mut table = CertTable::default();
+        for l in &cfg.listeners {
+            let Some(tls) = &l.tls else { continue };
+            if l.protocol == ListenerProtocol::Http || tls.mode == TlsMode::Passthrough {
+                continue;
+            }
+            let Some(first) = tls.certificates.first() else {
+                continue;
+            };
+            let key = match loaded.get(first.as_str()) {
+                Some(k) => k.clone(),
+                None => {
+                    let c = cfg.certificates.get(first).ok_or_else(|| CertError::Bad {
+                        name: first.clone(),
+                        reason: "not defined in [certificates]".into(),
+                    })?;
+                    let k = load(first, &c.cert_file, &c.key_file)?;
+                    loaded.insert(first, k.clone());
+                    k
+                }
+            };
+            table
+                .ports
+                .entry(l.port)
+                .or_default()
+                .push((l.hostname.clone(), key));
+        }
+        for list in table.ports.values_mut() {
+            list.sort_by_key(|(h, _)| match h {
+                Some(h) if !h.starts_with('*') => (0, std::cmp::Reverse(h.len())),
+                Some(h) => (1, std::cmp::Reverse(h.len())),
+                None => (2, std::cmp::Reverse(0)),
+            });
+        }
+        Ok(table)
+    }
+
+    fn pick(&self, port: u16, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let list = self.ports.get(&port)?;
+        if let Some(sni) = sni
+            && let Some((_, k)) = list
+                .iter()
+                .find(|(h, _)| h.as_deref().is_none_or(|h| hostname::covers(h, sni)))
+        {
+            return Some(k.clone());
+        }
+        list.last().map(|(_, k)| k.clone())
+    }
+}
+
+/// The resolver one TLS port's listener uses; all share one swappable table.
+#[derive(Debug)]
+pub struct PortResolver {
+    pub port: u16,
+    pub table: Arc<ArcSwap<CertTable>>,
+}
+
+impl ResolvesServerCert for PortResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.table.load().pick(self.port, hello.server_name())
+    }
+}
