@@ -13,3 +13,4 @@ pub mod reload;
 pub mod router;
 pub mod server;
 pub mod tls;
+pub mod tlsroute;

@@ -31,8 +31,51 @@ pub enum CompileError {
 pub struct Router {
     pub generation: u64,
     ports: HashMap<u16, PortTable>,
+    /// Ports with TLS-protocol listeners: routed by SNI before any HTTP is read.
+    tls_ports: HashMap<u16, Vec<TlsListenerTable>>,
     pub backends: HashMap<String, Arc<BackendSet>>,
     pub config: Arc<ProxyConfig>,
+}
+
+/// A listener on a port that carries TLS listeners, as the SNI router sees it.
+#[derive(Debug)]
+struct TlsListenerTable {
+    hostname: Option<String>,
+    target: TlsListenerKind,
+}
+
+#[derive(Debug)]
+enum TlsListenerKind {
+    /// An HTTPS listener sharing the port: terminate, then serve HTTP.
+    Https,
+    /// A TLS listener with its TLS routes by hostname.
+    Tls {
+        terminate: bool,
+        exact: HashMap<String, Arc<TlsRouteTarget>>,
+        wildcard: Vec<(String, Arc<TlsRouteTarget>)>,
+        any: Option<Arc<TlsRouteTarget>>,
+    },
+}
+
+/// The weighted backends of one TLS route.
+#[derive(Debug)]
+pub struct TlsRouteTarget {
+    pub route: Arc<str>,
+    pub backends: Vec<RuleBackend>,
+    pub picker: Option<WeightedPicker>,
+}
+
+/// Where a TLS connection goes, decided from its SNI.
+#[derive(Debug, Clone)]
+pub enum TlsDecision {
+    /// Terminate and serve as HTTPS.
+    Http,
+    /// Forward the raw TLS bytes.
+    Passthrough(Arc<TlsRouteTarget>),
+    /// Terminate, then forward the plaintext.
+    Terminate(Arc<TlsRouteTarget>),
+    /// No listener or route takes this name: close the connection.
+    Reject,
 }
 
 #[derive(Debug, Default)]
@@ -202,6 +245,7 @@ impl Router {
         for (order, route) in config.grpc_routes.iter().enumerate() {
             builder.add_grpc_route(offset + order, route)?;
         }
+        let tls_ports = compile_tls_ports(&config, &backends)?;
         let mut ports: HashMap<u16, PortTable> = HashMap::new();
         for (_, (port, protocol, host, hosts)) in builder.listeners {
             if protocol == ListenerProtocol::Tls {
@@ -224,6 +268,7 @@ impl Router {
         Ok(Router {
             generation,
             ports,
+            tls_ports,
             backends,
             config,
         })
@@ -245,6 +290,133 @@ impl Router {
     pub fn serves_port(&self, port: u16) -> bool {
         self.ports.contains_key(&port)
     }
+
+    /// Routes a TLS connection on a port with TLS listeners by its SNI.
+    pub fn route_tls(&self, port: u16, sni: Option<&str>) -> TlsDecision {
+        let Some(listeners) = self.tls_ports.get(&port) else {
+            return TlsDecision::Reject;
+        };
+        let host = sni.unwrap_or("");
+        let Some(l) = listeners.iter().find(|l| {
+            l.hostname
+                .as_deref()
+                .is_none_or(|h| hostname::covers(h, host))
+        }) else {
+            return TlsDecision::Reject;
+        };
+        match &l.target {
+            TlsListenerKind::Https => TlsDecision::Http,
+            TlsListenerKind::Tls {
+                terminate,
+                exact,
+                wildcard,
+                any,
+            } => {
+                let host = host.to_ascii_lowercase();
+                let target = exact
+                    .get(&host)
+                    .or_else(|| {
+                        wildcard
+                            .iter()
+                            .find(|(suffix, _)| {
+                                host.len() > suffix.len() && host.ends_with(suffix.as_str())
+                            })
+                            .map(|(_, t)| t)
+                    })
+                    .or(any.as_ref());
+                match (target, terminate) {
+                    (Some(t), false) => TlsDecision::Passthrough(t.clone()),
+                    (Some(t), true) => TlsDecision::Terminate(t.clone()),
+                    (None, _) => TlsDecision::Reject,
+                }
+            }
+        }
+    }
+
+    /// Ports that need the SNI router (they carry at least one TLS listener).
+    pub fn tls_router_ports(cfg: &ProxyConfig) -> std::collections::BTreeSet<u16> {
+        cfg.listeners
+            .iter()
+            .filter(|l| l.protocol == ListenerProtocol::Tls)
+            .map(|l| l.port)
+            .collect()
+    }
+}
+
+fn compile_tls_ports(
+    config: &ProxyConfig,
+    backends: &HashMap<String, Arc<BackendSet>>,
+) -> Result<HashMap<u16, Vec<TlsListenerTable>>, CompileError> {
+    let sni_ports = Router::tls_router_ports(config);
+    let mut out: HashMap<u16, Vec<TlsListenerTable>> = HashMap::new();
+    for l in config
+        .listeners
+        .iter()
+        .filter(|l| sni_ports.contains(&l.port))
+    {
+        let target = match l.protocol {
+            ListenerProtocol::Https => TlsListenerKind::Https,
+            ListenerProtocol::Http => continue,
+            ListenerProtocol::Tls => {
+                let mut exact = HashMap::new();
+                let mut wildcard = Vec::new();
+                let mut any = None;
+                for route in config
+                    .tls_routes
+                    .iter()
+                    .filter(|r| r.listeners.contains(&l.name))
+                {
+                    let Some(hosts) = hostname::intersect(l.hostname.as_deref(), &route.hostnames)
+                    else {
+                        continue;
+                    };
+                    let (rule_backends, picker) = rule_backends(backends, &route.backends)?;
+                    let target = Arc::new(TlsRouteTarget {
+                        route: route.name.as_str().into(),
+                        backends: rule_backends,
+                        picker,
+                    });
+                    if hosts.is_empty() {
+                        any.get_or_insert(target);
+                        continue;
+                    }
+                    // Earlier routes win a hostname both claim.
+                    for h in hosts {
+                        let h = h.to_ascii_lowercase();
+                        match h.strip_prefix('*') {
+                            Some(suffix) => {
+                                if !wildcard.iter().any(|(s, _): &(String, _)| s == suffix) {
+                                    wildcard.push((suffix.to_string(), target.clone()));
+                                }
+                            }
+                            None => {
+                                exact.entry(h).or_insert_with(|| target.clone());
+                            }
+                        }
+                    }
+                }
+                wildcard.sort_by_key(|(s, _)| Reverse(s.len()));
+                let terminate = l
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.mode == citoroute_config::TlsMode::Terminate);
+                TlsListenerKind::Tls {
+                    terminate,
+                    exact,
+                    wildcard,
+                    any,
+                }
+            }
+        };
+        out.entry(l.port).or_default().push(TlsListenerTable {
+            hostname: l.hostname.clone(),
+            target,
+        });
+    }
+    for list in out.values_mut() {
+        list.sort_by_key(|l| hostname_specificity(l.hostname.as_deref()));
+    }
+    Ok(out)
 }
 
 /// Sort key putting exact hostnames first, then longer wildcards, then no hostname.

@@ -4,12 +4,16 @@
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::reload::{ConfigSource, FileSource, Reloader};
+use crate::router::Router;
 use crate::tls::PortResolver;
+use crate::tlsroute::TlsMux;
 use citoroute_config::ListenerProtocol;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::Server;
 use pingora_core::server::configuration::ServerConf;
+use pingora_core::services::listening::Service;
+use pingora_proxy::HttpProxy;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -66,34 +70,60 @@ pub fn run_with(reloader: Arc<Reloader>, source: Box<dyn ConfigSource>) -> Resul
     if let Some(app) = service.app_logic_mut() {
         app.server_options = Some(options);
     }
-    // One socket per (address, port); HTTPS listeners sharing a port share a resolver.
+    // One socket per (address, port). Ports with a TLS listener go to the SNI router; plain
+    // HTTPS ports use Pingora's TLS listener with our per-SNI certificate resolver.
+    let sni_ports = Router::tls_router_ports(&cfg);
     let mut sockets: BTreeMap<(String, u16), ListenerProtocol> = BTreeMap::new();
     for l in &cfg.listeners {
         sockets.insert((l.address.clone(), l.port), l.protocol);
     }
+    let mut muxes = Vec::new();
     for ((address, port), protocol) in sockets {
         let addr = if address.contains(':') {
             format!("[{address}]:{port}")
         } else {
             format!("{address}:{port}")
         };
+        let tls_settings = |h2: bool| -> Result<TlsSettings, String> {
+            let mut tls = TlsSettings::intermediate("", "").map_err(|e| e.to_string())?;
+            tls.set_cert_resolver(Arc::new(PortResolver {
+                port,
+                table: reloader.certs.clone(),
+            }));
+            if h2 {
+                tls.enable_h2();
+            }
+            Ok(tls)
+        };
+        if sni_ports.contains(&port) {
+            let mut http = HttpProxy::new(
+                Engine::new(reloader.router.clone(), reloader.metrics.clone()),
+                server.configuration.clone(),
+            );
+            http.handle_init_modules();
+            let mux = TlsMux {
+                port,
+                router: reloader.router.clone(),
+                acceptor: tls_settings(true)?.build(),
+                raw_acceptor: tls_settings(false)?.build(),
+                http: Arc::new(http),
+            };
+            let mut svc = Service::new(format!("citoroute-tls-{port}"), mux);
+            svc.add_tcp(&addr);
+            muxes.push(svc);
+            continue;
+        }
         match protocol {
             ListenerProtocol::Http => service.add_tcp(&addr),
-            ListenerProtocol::Https => {
-                let mut tls = TlsSettings::intermediate("", "").map_err(|e| e.to_string())?;
-                tls.set_cert_resolver(Arc::new(PortResolver {
-                    port,
-                    table: reloader.certs.clone(),
-                }));
-                tls.enable_h2();
-                service.add_tls_with_settings(&addr, None, tls);
-            }
-            ListenerProtocol::Tls => {
-                tracing::warn!(%addr, "TLS (TLSRoute) listeners are not served by this build yet");
+            ListenerProtocol::Https | ListenerProtocol::Tls => {
+                service.add_tls_with_settings(&addr, None, tls_settings(true)?)
             }
         }
     }
     server.add_service(service);
+    for svc in muxes {
+        server.add_service(svc);
+    }
 
     let admin = rt.admin_address.clone();
     let side = reloader.clone();

@@ -1,0 +1,166 @@
+//! The SNI router for ports that carry TLS listeners (TLSRoute): it reads the ClientHello
+//! without consuming it, then passes the raw bytes through to a backend, terminates and
+//! forwards the plaintext, or terminates and serves HTTPS (an HTTPS listener sharing the port).
+
+use crate::backend::now_nanos;
+use crate::engine::Engine;
+use crate::router::{Router, TlsDecision, TlsRouteTarget};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use citoroute_core::TriedSet;
+use pingora_core::apps::ServerApp;
+use pingora_core::listeners::tls::Acceptor;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::protocols::{Peek, Stream};
+use pingora_core::server::ShutdownWatch;
+use pingora_proxy::HttpProxy;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// A slow client may take this long to send its ClientHello before we give up on it.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// TLS records carry at most 16 KiB of plaintext; a ClientHello record is never larger.
+const MAX_RECORD: usize = 16 * 1024 + 256;
+
+pub struct TlsMux {
+    pub port: u16,
+    pub router: Arc<ArcSwap<Router>>,
+    /// Terminates for HTTPS listeners: offers h2 and http/1.1 by ALPN.
+    pub acceptor: Acceptor,
+    /// Terminates for TLS listeners: no ALPN, the bytes inside are not ours to interpret.
+    pub raw_acceptor: Acceptor,
+    pub http: Arc<HttpProxy<Engine>>,
+}
+
+/// Reads the SNI from the first TLS record without consuming it. `Ok(None)`: no SNI sent.
+async fn peek_sni(stream: &mut L4Stream) -> std::io::Result<Option<String>> {
+    let mut head = [0u8; 5];
+    stream.try_peek(&mut head).await?;
+    if head[0] != 22 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a TLS handshake",
+        ));
+    }
+    let len = usize::from(u16::from_be_bytes([head[3], head[4]]));
+    if len == 0 || len > MAX_RECORD {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "bad TLS record length",
+        ));
+    }
+    let mut record = vec![0u8; 5 + len];
+    stream.try_peek(&mut record).await?;
+    // rustls parses the ClientHello; we only look at it and never answer from this acceptor.
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut cursor = std::io::Cursor::new(&record[..]);
+    acceptor.read_tls(&mut cursor)?;
+    match acceptor.accept() {
+        Ok(Some(accepted)) => Ok(accepted.client_hello().server_name().map(str::to_string)),
+        Ok(None) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "ClientHello spans more than one record",
+        )),
+        Err((e, _)) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            e.to_string(),
+        )),
+    }
+}
+
+/// Connects to one endpoint of the route's weighted backends, trying others on failure.
+async fn connect(target: &TlsRouteTarget) -> Option<tokio::net::TcpStream> {
+    let picker = target.picker.as_ref()?;
+    let set = target
+        .backends
+        .get(picker.pick(fastrand::u64(..)))?
+        .set
+        .clone()?;
+    let mut tried = TriedSet::new();
+    for _ in 0..3 {
+        let i = set.pick(None, &tried, now_nanos())?;
+        tried.insert(i);
+        let ep = &set.endpoints[i];
+        let admission = ep
+            .breaker
+            .as_ref()
+            .map(|b| (b.clone(), b.admit(now_nanos())));
+        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(ep.addr)).await {
+            Ok(Ok(s)) => {
+                if let Some((b, a)) = admission {
+                    b.on_success(a, now_nanos());
+                }
+                let _ = s.set_nodelay(true);
+                return Some(s);
+            }
+            _ => {
+                if let Some((b, a)) = admission {
+                    b.on_failure(a, now_nanos());
+                }
+                tracing::warn!(route = %target.route, endpoint = %ep.label, "TLS route backend unreachable");
+            }
+        }
+    }
+    None
+}
+
+async fn pipe<A, B>(mut client: A, mut upstream: B, shutdown: &ShutdownWatch)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut shutdown = shutdown.clone();
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+        _ = shutdown.changed() => {}
+    }
+    let _ = upstream.shutdown().await;
+    let _ = client.shutdown().await;
+}
+
+#[async_trait]
+impl ServerApp for TlsMux {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut l4 = *stream.into_any().downcast::<L4Stream>().ok()?;
+        let sni = match tokio::time::timeout(HELLO_TIMEOUT, peek_sni(&mut l4)).await {
+            Ok(Ok(sni)) => sni,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, port = self.port, "not a usable ClientHello");
+                return None;
+            }
+            Err(_) => return None,
+        };
+        let decision = self.router.load().route_tls(self.port, sni.as_deref());
+        match decision {
+            TlsDecision::Reject => {
+                tracing::debug!(sni = ?sni, port = self.port, "no TLS listener or route for this name");
+                None
+            }
+            TlsDecision::Passthrough(target) => {
+                let upstream = connect(&target).await?;
+                pipe(l4, upstream, shutdown).await;
+                None
+            }
+            TlsDecision::Terminate(target) => {
+                let tls = self.raw_acceptor.tls_handshake(l4).await.ok()?;
+                let upstream = connect(&target).await?;
+                pipe(tls, upstream, shutdown).await;
+                None
+            }
+            TlsDecision::Http => {
+                let tls = self.acceptor.tls_handshake(l4).await.ok()?;
+                // Keep-alive: the HTTP app hands the connection back after each request.
+                let mut next: Stream = Box::new(tls);
+                loop {
+                    next = self.http.process_new(next, shutdown).await?;
+                }
+            }
+        }
+    }
+}
