@@ -4,7 +4,9 @@
 use crate::router::CompileError;
 use citoroute_config::{self as cfg, BackendProtocol, LbPolicy, RuntimeSettings};
 use citoroute_core::{BreakerConfig, CircuitBreaker, Maglev, TriedSet};
+use pingora_core::protocols::tls::CaType;
 use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::utils::tls::WrappedX509;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,6 +37,8 @@ pub struct BackendSet {
     next: AtomicUsize,
     pub protocol: BackendProtocol,
     tls: Option<cfg::BackendTls>,
+    /// Trust anchors for the backend's certificate (BackendTLSPolicy); None means system roots.
+    ca: Option<Arc<CaType>>,
     connect_timeout: Option<Duration>,
     max_h2_streams: usize,
 }
@@ -125,7 +129,12 @@ impl BackendSet {
                 _ => return Err(CompileError::Invalid(format!("bad hash_on {h:?}"))),
             },
         };
+        let ca = match &b.tls {
+            Some(t) if !t.ca_files.is_empty() => Some(load_ca(name, &t.ca_files)?),
+            _ => None,
+        };
         Ok(BackendSet {
+            ca,
             name: name.into(),
             endpoints,
             policy: b.load_balancing.policy,
@@ -194,11 +203,43 @@ impl BackendSet {
             }
             (BackendProtocol::H2c | BackendProtocol::H2, false) => opts.set_http_version(2, 2),
         }
-        if let Some(t) = &self.tls
-            && let Some(san) = t.subject_alt_names.first()
-        {
-            opts.alternative_cn = Some(san.clone());
+        if self.tls.is_some() {
+            opts.verify_cert = true;
+            opts.verify_hostname = true;
+            opts.ca = self.ca.clone();
         }
         Box::new(peer)
     }
+}
+
+/// Reads PEM CA bundles; every certificate is parsed first so a bad file is a config error,
+/// not a panic inside the TLS connector.
+fn load_ca(backend: &str, files: &[String]) -> Result<Arc<CaType>, CompileError> {
+    let mut certs = Vec::new();
+    for file in files {
+        let pem = std::fs::read(file).map_err(|e| {
+            CompileError::Invalid(format!(
+                "backend {backend:?}: cannot read CA file {file}: {e}"
+            ))
+        })?;
+        for der in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let der = der.map_err(|e| {
+                CompileError::Invalid(format!("backend {backend:?}: bad PEM in {file}: {e}"))
+            })?;
+            if x509_parser::parse_x509_certificate(der.as_ref()).is_err() {
+                return Err(CompileError::Invalid(format!(
+                    "backend {backend:?}: {file} holds an unparsable certificate"
+                )));
+            }
+            certs.push(WrappedX509::new(der.as_ref().to_vec(), |raw| {
+                pingora_core::utils::tls::parse_x509(raw)
+            }));
+        }
+    }
+    if certs.is_empty() {
+        return Err(CompileError::Invalid(format!(
+            "backend {backend:?}: CA files hold no certificate"
+        )));
+    }
+    Ok(Arc::from(certs))
 }
