@@ -93,6 +93,9 @@ pub fn run_with(reloader: Arc<Reloader>, source: Box<dyn ConfigSource>) -> Resul
             if h2 {
                 tls.enable_h2();
             }
+            if let Some(verifier) = client_verifier(&cfg, port)? {
+                tls.set_client_cert_verifier(verifier);
+            }
             Ok(tls)
         };
         if sni_ports.contains(&port) {
@@ -162,4 +165,46 @@ pub fn run_with(reloader: Arc<Reloader>, source: Box<dyn ConfigSource>) -> Resul
 
     tracing::info!(threads, "citoroute-proxy serving");
     server.run_forever()
+}
+
+/// Frontend mTLS for a port: client certificates must chain to the CAs of its listeners'
+/// `client_validation`. Read at start; a change of CAs takes a restart.
+fn client_verifier(
+    cfg: &citoroute_config::ProxyConfig,
+    port: u16,
+) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, String> {
+    let validations: Vec<_> = cfg
+        .listeners
+        .iter()
+        .filter(|l| l.port == port)
+        .filter_map(|l| l.tls.as_ref()?.client_validation.as_ref())
+        .collect();
+    if validations.is_empty() {
+        return Ok(None);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for v in &validations {
+        for file in &v.ca_files {
+            let pem = std::fs::read(file).map_err(|e| format!("client CA file {file}: {e}"))?;
+            for der in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let der = der.map_err(|e| format!("client CA file {file}: {e}"))?;
+                roots
+                    .add(der)
+                    .map_err(|e| format!("client CA file {file}: {e}"))?;
+            }
+        }
+    }
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    );
+    let builder = if validations.iter().all(|v| v.allow_insecure_fallback) {
+        builder.allow_unauthenticated()
+    } else {
+        builder
+    };
+    builder
+        .build()
+        .map(Some)
+        .map_err(|e| format!("client certificate validation on port {port}: {e}"))
 }
