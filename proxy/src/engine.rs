@@ -30,6 +30,20 @@ use std::time::{Duration, Instant};
 /// How many endpoints a request may try when connecting fails, unless its rule asks for more.
 const DEFAULT_CONNECT_ATTEMPTS: u32 = 3;
 
+/// Request heads larger than this get 431 instead of being forwarded: Pingora reads HTTP/1
+/// heads of up to 1 MiB, far more than a backend should be made to take.
+const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
+
+/// The size of a request head as sent: target, header names and values (with `: ` and CRLF).
+fn request_head_bytes(req: &RequestHeader) -> usize {
+    req.raw_path().len()
+        + req
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+}
+
 pub struct Engine {
     pub router: Arc<ArcSwap<Router>>,
     pub metrics: Arc<Metrics>,
@@ -202,6 +216,10 @@ impl ProxyHttp for Engine {
             .and_then(|a| a.as_inet())
             .map(|a| a.port())
             .unwrap_or(0);
+        if request_head_bytes(session.req_header()) > MAX_REQUEST_HEAD_BYTES {
+            respond(session, 431, &[], "request header fields too large\n").await?;
+            return Ok(true);
+        }
         let req = session.req_header();
         let host = req
             .uri
@@ -285,9 +303,7 @@ impl ProxyHttp for Engine {
                 respond(session, 204, &headers, "").await?;
                 return Ok(true);
             }
-            if cors.allows(&origin) {
-                ctx.cors_origin = Some(origin);
-            }
+            ctx.cors_origin = Some(origin);
         }
 
         if let Some(redirect) = &rule.filters.redirect {
@@ -366,16 +382,23 @@ impl ProxyHttp for Engine {
                 .unwrap_or_else(|| fastrand::u64(..)),
         });
         let now = now_nanos();
-        let Some(i) = set.pick(key, &ctx.tried, now) else {
-            return Error::e_explain(ErrorType::HTTPStatus(503), "no endpoint left to try");
+        // An endpoint whose breaker refuses admission (its half-open probe slots are taken) is
+        // skipped like a tried one, unless it is the last one left.
+        let i = loop {
+            let Some(i) = set.pick(key, &ctx.tried, now) else {
+                return Error::e_explain(ErrorType::HTTPStatus(503), "no endpoint left to try");
+            };
+            ctx.tried.insert(i);
+            let Some(b) = &set.endpoints[i].breaker else { break i };
+            let adm = b.admit(now);
+            if matches!(adm, Admission::Rejected) && ctx.tried.len() < set.endpoints.len() {
+                continue;
+            }
+            ctx.breaker = Some((b.clone(), adm));
+            break i;
         };
-        ctx.tried.insert(i);
         ctx.endpoint = Some(i);
         ctx.attempts += 1;
-        if let Some(b) = &set.endpoints[i].breaker {
-            let adm = b.admit(now);
-            ctx.breaker = Some((b.clone(), adm));
-        }
         let rule = ctx.matched.as_ref().map(|m| m.rule.clone());
         let mut timeout = rule.as_ref().and_then(|r| r.backend_timeout);
         if let Some(deadline) = ctx.deadline {
@@ -519,11 +542,9 @@ impl ProxyHttp for Engine {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        // A breaker admission never resolved (client went away): do not count it either way.
-        if let Some((b, adm)) = ctx.breaker.take()
-            && e.is_none()
-        {
-            b.on_success(adm, now_nanos());
+        // An admission never resolved (the client went away first): free it, count nothing.
+        if let Some((b, adm)) = ctx.breaker.take() {
+            b.on_cancel(adm, now_nanos());
         }
         let status = session
             .response_written()

@@ -4,6 +4,42 @@
 //! the proxy's hot path pays only for atomics and arithmetic, and every
 //! behaviour is testable deterministically.
 //!
+//! How the pieces fit on a request's path (consistent hashing with
+//! retries that avoid tripped and already-tried backends):
+//!
+//! ```
+//! use citoroute_core::{
+//!     Admission, BreakerConfig, CircuitBreaker, DEFAULT_TABLE_SIZE, Maglev, TriedSet, hash_bytes,
+//! };
+//!
+//! let backends = [("10.0.0.1:8080", 1), ("10.0.0.2:8080", 1), ("10.0.0.3:8080", 2)];
+//! let table = Maglev::new(&backends, DEFAULT_TABLE_SIZE).expect("valid backends");
+//! let breakers: Vec<CircuitBreaker> =
+//!     backends.iter().map(|_| CircuitBreaker::new(BreakerConfig::default())).collect();
+//!
+//! let now = 1_000_000_000; // monotonic nanoseconds from the caller's clock
+//! let key = hash_bytes(b"session-42");
+//! let mut tried = TriedSet::new();
+//! for _attempt in 0..3 {
+//!     let Some(i) = table.get_skipping(key, |i| tried.contains(i) || !breakers[i].is_available(now))
+//!     else {
+//!         break; // every backend tried or unavailable: answer 503
+//!     };
+//!     tried.insert(i);
+//!     let admission = breakers[i].admit(now);
+//!     if admission == Admission::Rejected {
+//!         continue; // lost a race for the last probe slot
+//!     }
+//!     let upstream_ok = i != 0; // pretend backend 0 fails
+//!     if upstream_ok {
+//!         breakers[i].on_success(admission, now);
+//!         break;
+//!     }
+//!     breakers[i].on_failure(admission, now);
+//! }
+//! assert!(!tried.is_empty());
+//! ```
+//!
 //! Model checking: the circuit breaker's and token bucket's atomics come
 //! from a cfg-switched module, so the concurrency tests in `tests/loom.rs`
 //! run the real code under loom:

@@ -1,8 +1,11 @@
 //! Weighted Maglev consistent hashing (Eisenbud et al., NSDI 2016).
 //!
 //! Why Maglev: O(1) lookups from a flat table, near-perfect balance, and
-//! removing one of N backends remaps only about 1/N of keys. Rebuilding is
-//! off the hot path (on config change), so the build may allocate.
+//! removing one of N backends remaps little more than its own 1/N of keys
+//! (measured at 65537 slots: at most 1.5/N up to 60 backends, 1.7/N at 100,
+//! but about 6/N at 1000, as the fill's knock-on effects grow with N).
+//! Rebuilding is off the hot path (on config change), so the build may
+//! allocate.
 //!
 //! Weights: each backend's k-th turn to claim a slot happens at "virtual
 //! time" (k-1)/weight, and turns are served in virtual-time order (a heap),
