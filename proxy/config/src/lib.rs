@@ -9,10 +9,14 @@
 
 pub mod duration;
 pub mod hostname;
+pub mod llm;
 mod types;
 pub mod validate;
 
 pub use duration::GatewayDuration;
+pub use llm::{
+    ClaimMatch, Consumer, JwtSettings, LlmBackend, LlmBackendRef, LlmPath, LlmProvider, LlmRoute,
+};
 pub use types::*;
 pub use validate::{Problem, Problems};
 
@@ -53,6 +57,10 @@ impl ProxyConfig {
             http_routes: Vec::new(),
             grpc_routes: Vec::new(),
             tls_routes: Vec::new(),
+            llm_backends: Default::default(),
+            llm_routes: Vec::new(),
+            consumers: Default::default(),
+            jwt: None,
         }
     }
 }

@@ -41,10 +41,23 @@ pub struct ProxyConfig {
     pub grpc_routes: Vec<GrpcRoute>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tls_routes: Vec<TlsRoute>,
+    /// AI gateway: LLM backends by name (see [`crate::llm`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub llm_backends: BTreeMap<String, crate::llm::LlmBackend>,
+    /// AI gateway: OpenAI-compatible chat completion routes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub llm_routes: Vec<crate::llm::LlmRoute>,
+    /// AI gateway: consumers by name, identified by a JWT claim.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub consumers: BTreeMap<String, crate::llm::Consumer>,
+    /// AI gateway: how tokens are validated on LLM routes with consumers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<crate::llm::JwtSettings>,
 }
 
-/// Process-level settings. Changing `admin_address` or `worker_threads` needs a restart; every
-/// other field hot-reloads.
+/// Process-level settings, read when the process starts: a reload that changes them is
+/// accepted for its routes, and the settings take effect at the next restart (`access_log`
+/// is the exception: it applies at once).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeSettings {
@@ -120,8 +133,9 @@ pub enum ListenerProtocol {
 pub struct ListenerTls {
     #[serde(default)]
     pub mode: TlsMode,
-    /// Names in `[certificates]`. The first whose names cover the SNI is served; the first
-    /// overall is the fallback.
+    /// Names in `[certificates]`. The first is served for this listener's hostname (the most
+    /// specific listener hostname covering the SNI picks the listener); further entries are
+    /// accepted for Gateway API compatibility and not served yet.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<String>,
     /// Client certificate validation (frontend mTLS).

@@ -35,14 +35,14 @@ impl fmt::Display for Problems {
     }
 }
 
-struct Checker<'a> {
-    cfg: &'a ProxyConfig,
+pub(crate) struct Checker<'a> {
+    pub(crate) cfg: &'a ProxyConfig,
     problems: Vec<Problem>,
     listeners: HashMap<&'a str, &'a Listener>,
 }
 
 impl Checker<'_> {
-    fn report(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn report(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
             path: path.into(),
             message: message.into(),
@@ -79,6 +79,7 @@ pub fn validate(cfg: &ProxyConfig) -> Result<(), Problems> {
     for (i, route) in cfg.tls_routes.iter().enumerate() {
         check_tls_route(&mut c, &format!("tls_routes[{i}]"), route);
     }
+    crate::llm::check(&mut c);
     if c.problems.is_empty() {
         Ok(())
     } else {
@@ -282,7 +283,7 @@ fn check_backends(c: &mut Checker) {
     }
 }
 
-fn check_attachment(
+pub(crate) fn check_attachment(
     c: &mut Checker,
     at: &str,
     listeners: &[String],
@@ -310,7 +311,7 @@ fn check_attachment(
     }
 }
 
-fn check_hostnames(c: &mut Checker, at: &str, hostnames: &[String]) {
+pub(crate) fn check_hostnames(c: &mut Checker, at: &str, hostnames: &[String]) {
     for (j, h) in hostnames.iter().enumerate() {
         if let Err(e) = check_hostname(h) {
             c.report(format!("{at}.hostnames[{j}]"), e);
