@@ -65,6 +65,9 @@ impl ProxyConfig {
     }
 }
 
+/// Largest config accepted after unpacking: a guard against compression bombs.
+const MAX_UNPACKED: u64 = 64 << 20;
+
 /// gzip magic: a config starting with it is compressed.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
@@ -85,11 +88,16 @@ impl ProxyConfig {
             use std::io::Read;
             let mut text = String::new();
             flate2::read::GzDecoder::new(bytes)
-                .take(64 << 20)
+                .take(MAX_UNPACKED + 1)
                 .read_to_string(&mut text)
                 .map_err(|e| {
                     ConfigError::Parse(format!("compressed config does not unpack: {e}"))
                 })?;
+            if text.len() as u64 > MAX_UNPACKED {
+                return Err(ConfigError::Parse(format!(
+                    "compressed config unpacks to more than {MAX_UNPACKED} bytes"
+                )));
+            }
             ProxyConfig::from_toml(&text)
         } else {
             let text = std::str::from_utf8(bytes)
