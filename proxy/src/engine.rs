@@ -303,7 +303,9 @@ impl ProxyHttp for Engine {
                 respond(session, 204, &headers, "").await?;
                 return Ok(true);
             }
-            ctx.cors_origin = Some(origin);
+            if cors.allows(&origin) {
+                ctx.cors_origin = Some(origin);
+            }
         }
 
         if let Some(redirect) = &rule.filters.redirect {
@@ -389,7 +391,9 @@ impl ProxyHttp for Engine {
                 return Error::e_explain(ErrorType::HTTPStatus(503), "no endpoint left to try");
             };
             ctx.tried.insert(i);
-            let Some(b) = &set.endpoints[i].breaker else { break i };
+            let Some(b) = &set.endpoints[i].breaker else {
+                break i;
+            };
             let adm = b.admit(now);
             if matches!(adm, Admission::Rejected) && ctx.tried.len() < set.endpoints.len() {
                 continue;
