@@ -17,6 +17,7 @@
 #      interleaved across targets; the median run is reported with its p50/p99.
 #   2. fixed rate at half of each proxy's max throughput: h2load --h1 with --rps, the same rate
 #      sent to the origin directly and through the proxy; "added p99" is the difference.
+# See docs/benchmarks.md for the reasoning and the last results.
 #
 # Traffic goes to 127.0.0.1 only. Every process this script starts is stopped by its PID on exit.
 # Results: printed, and written to bench/results/latest.txt (raw outputs next to it in raw/).
@@ -27,9 +28,11 @@ WARMUP=${WARMUP:-2}             # seconds of warm-up traffic before each target'
 CONNS=${CONNS:-64}              # wrk keep-alive connections
 WRK_THREADS=${WRK_THREADS:-1}   # wrk threads; one, since wrk gets a single core
 REPEATS=${REPEATS:-3}           # max-throughput runs per target (median reported)
-RATE_CLIENTS=${RATE_CLIENTS:-16} # h2load connections in the fixed-rate runs
+RATE_PROCS=${RATE_PROCS:-8}     # h2load processes (one connection each) in the fixed-rate runs
 LOADGEN_CPU=${LOADGEN_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
+NICE=${NICE:--10}               # niceness of the sessions the benchmark starts (root only), so
+                                # that builds running beside it steal little CPU; 0 disables
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RESULTS="$ROOT/bench/results"
@@ -45,6 +48,7 @@ command -v wrk >/dev/null || need_pkgs+=(wrk)
 command -v h2load >/dev/null || need_pkgs+=(nghttp2-client)
 command -v curl >/dev/null || need_pkgs+=(curl)
 command -v taskset >/dev/null || need_pkgs+=(util-linux)
+[ "${PERF:-0}" = 1 ] && ! command -v perf >/dev/null && need_pkgs+=(linux-perf)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || die "missing ${need_pkgs[*]}; install them (Debian: apt-get install -y ${need_pkgs[*]})"
   log "installing ${need_pkgs[*]} from Debian"
@@ -70,21 +74,48 @@ PROXY_BIN="${TARGET_DIR:-$ROOT/target}/release/citoroute-proxy"
 
 # ---------------------------------------------------------------- pinning
 ncpu=$(nproc)
+# Priority: every process the benchmark starts runs in its own session, so that with the
+# kernel's autogroup scheduling (one CPU share per session) it can be given nice $NICE as a
+# group; without autogroups plain nice is used. Either way only as root.
+BOOST=none
+PRIO=()
+if [ "$(id -u)" = 0 ] && [ "$NICE" != 0 ]; then
+  if [ "$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null)" = 1 ]; then
+    BOOST=autogroup
+  else
+    BOOST="nice"
+    PRIO=(nice -n "$NICE")
+  fi
+fi
 if [ "$ncpu" -ge 2 ]; then
-  PIN_LOAD=(taskset -c "$LOADGEN_CPU")
-  PIN_PROXY=(taskset -c "$PROXY_CPU")
+  PIN_LOAD=(setsid "${PRIO[@]}" taskset -c "$LOADGEN_CPU")
+  PIN_PROXY=(setsid "${PRIO[@]}" taskset -c "$PROXY_CPU")
   PINNING="origin + load generator on CPU $LOADGEN_CPU, proxy under test on CPU $PROXY_CPU"
 else
-  PIN_LOAD=()
-  PIN_PROXY=()
+  PIN_LOAD=(setsid "${PRIO[@]}")
+  PIN_PROXY=(setsid "${PRIO[@]}")
   PINNING="no pinning (only $ncpu CPU)"
 fi
+[ "$BOOST" = none ] || PINNING="$PINNING; each in its own session at nice $NICE ($BOOST)"
+# Gives a just-started process's session its priority (autogroup mode).
+boost() {
+  [ "$BOOST" = autogroup ] || return 0
+  # Wait for the child to have called setsid(), or the nice would go to this script's session.
+  local i
+  for i in $(seq 1 200); do
+    [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $4 }')" = "$1" ] && break
+    sleep 0.01
+  done
+  echo "$NICE" >"/proc/$1/autogroup" 2>/dev/null || log "warning: cannot set the priority of pid $1"
+}
 
 # ---------------------------------------------------------------- temp dir and cleanup
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/citoroute-bench.XXXXXX")
 PIDS=()
+LOADGEN=
 cleanup() {
   local pid
+  [ -n "$LOADGEN" ] && PIDS+=("$LOADGEN")
   for pid in "${PIDS[@]}"; do
     kill -INT "$pid" 2>/dev/null || true
   done
@@ -204,13 +235,13 @@ EOF
 # ---------------------------------------------------------------- start
 "${PIN_LOAD[@]}" nginx -p "$TMP/origin" -c "$TMP/origin/nginx.conf" -e "$TMP/origin/error.log" \
   >"$TMP/origin/stdout.log" 2>&1 &
-PID_ORIGIN=$!; PIDS+=("$PID_ORIGIN")
+PID_ORIGIN=$!; PIDS+=("$PID_ORIGIN"); boost "$PID_ORIGIN"
 "${PIN_PROXY[@]}" nginx -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log" \
   >"$TMP/nginx/stdout.log" 2>&1 &
-PID_NGINX=$!; PIDS+=("$PID_NGINX")
+PID_NGINX=$!; PIDS+=("$PID_NGINX"); boost "$PID_NGINX"
 TMPDIR="$TMP/cito" RUST_LOG=warn "${PIN_PROXY[@]}" "$PROXY_BIN" --config "$TMP/cito/config.toml" \
   >"$TMP/cito/stdout.log" 2>&1 &
-PID_CITO=$!; PIDS+=("$PID_CITO")
+PID_CITO=$!; PIDS+=("$PID_CITO"); boost "$PID_CITO"
 
 wait_ok() { # $1 = port, $2 = name
   for _ in $(seq 1 100); do
@@ -229,15 +260,16 @@ declare -A PORT=([direct]=$PORT_ORIGIN [citoroute]=$PORT_CITO [nginx]=$PORT_NGIN
 declare -A PROC=([direct]="" [citoroute]=$PID_CITO [nginx]=$PID_NGINX)
 
 # ---------------------------------------------------------------- accounting helpers
-# CPU ticks (user+system) of a process and its children (nginx workers).
+# CPU ticks "user system" of a process and its children (nginx workers).
 ticks() {
-  local total=0 p
-  [ -n "$1" ] || { echo 0; return; }
+  local u=0 s=0 p pu ps
+  [ -n "$1" ] || { echo "0 0"; return; }
   for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
     [ -r "/proc/$p/stat" ] || continue
-    total=$((total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
+    read -r pu ps < <(sed 's/.*) //' "/proc/$p/stat" | awk '{ print $12, $13 }')
+    u=$((u + pu)); s=$((s + ps))
   done
-  echo "$total"
+  echo "$u $s"
 }
 # "busy total" jiffies of one CPU.
 cpu_jiffies() {
@@ -254,39 +286,54 @@ to_us() {
     else print "nan" }'
 }
 
-# wrk run; prints "rps p50_us p99_us errors proxy_cpu_pct cpu0_pct cpu1_pct".
+# wrk run; prints "rps p50_us p99_us errors proxy_cpu_pct cpu0_pct cpu1_pct
+# proxy_user_us_per_req proxy_sys_us_per_req".
 run_wrk() { # $1 = target, $2 = seconds, $3 = raw file
-  local t0 t1 a0 a1 b0 b1 rps p50 p99 non2xx sockerr
-  t0=$(ticks "${PROC[$1]}"); read -r a0 at0 < <(cpu_jiffies "$LOADGEN_CPU"); read -r b0 bt0 < <(cpu_jiffies "$PROXY_CPU")
+  local u0 s0 u1 s1 a0 a1 b0 b1 rps n p50 p99 non2xx sockerr
+  read -r u0 s0 < <(ticks "${PROC[$1]}"); read -r a0 at0 < <(cpu_jiffies "$LOADGEN_CPU"); read -r b0 bt0 < <(cpu_jiffies "$PROXY_CPU")
   "${PIN_LOAD[@]}" wrk -t "$WRK_THREADS" -c "$CONNS" -d "${2}s" --latency \
-    "http://127.0.0.1:${PORT[$1]}/" >"$3" 2>&1
-  t1=$(ticks "${PROC[$1]}"); read -r a1 at1 < <(cpu_jiffies "$LOADGEN_CPU"); read -r b1 bt1 < <(cpu_jiffies "$PROXY_CPU")
+    "http://127.0.0.1:${PORT[$1]}/" >"$3" 2>&1 &
+  LOADGEN=$!; boost "$LOADGEN"; wait "$LOADGEN" || true; LOADGEN=
+  read -r u1 s1 < <(ticks "${PROC[$1]}"); read -r a1 at1 < <(cpu_jiffies "$LOADGEN_CPU"); read -r b1 bt1 < <(cpu_jiffies "$PROXY_CPU")
   rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$3")
+  n=$(awk '/requests in/ { print $1 }' "$3")
   p50=$(to_us "$(awk '$1 == "50%" { print $2 }' "$3")")
   p99=$(to_us "$(awk '$1 == "99%" { print $2 }' "$3")")
   non2xx=$(awk '/Non-2xx/ { print $NF }' "$3"); non2xx=${non2xx:-0}
   sockerr=$(awk '/Socket errors/ { gsub(/,/, ""); print $4 + $6 + $8 + $10 }' "$3"); sockerr=${sockerr:-0}
   awk -v rps="$rps" -v p50="$p50" -v p99="$p99" -v err=$((non2xx + sockerr)) \
-    -v pt=$((t1 - t0)) -v hz="$CLK_TCK" -v s="$2" \
+    -v pu=$((u1 - u0)) -v ps=$((s1 - s0)) -v hz="$CLK_TCK" -v s="$2" -v n="${n:-0}" \
     -v a=$((a1 - a0)) -v at=$((at1 - at0)) -v b=$((b1 - b0)) -v bt=$((bt1 - bt0)) \
-    'BEGIN { printf "%s %s %s %d %.0f %.0f %.0f\n", rps, p50, p99, err, 100 * pt / hz / s,
-             (at > 0 ? 100 * a / at : 0), (bt > 0 ? 100 * b / bt : 0) }'
+    'BEGIN { printf "%s %s %s %d %.0f %.0f %.0f %.1f %.1f\n", rps, p50, p99, err, 100 * (pu + ps) / hz / s,
+             (at > 0 ? 100 * a / at : 0), (bt > 0 ? 100 * b / bt : 0),
+             (n > 0 ? pu / hz * 1e6 / n : 0), (n > 0 ? ps / hz * 1e6 / n : 0) }'
 }
 
 # h2load fixed-rate run; prints "achieved_rps p50_us p90_us p99_us p999_us max_us errors".
+# RATE_PROCS separate h2load processes with one connection each, started a few milliseconds
+# apart: one h2load with many connections fires all its clients' timers together, so requests
+# arrive in bursts of that many and the measured latency is mostly queueing behind the burst.
 run_rate() { # $1 = target, $2 = total rps, $3 = raw file prefix
-  local per=$(( ($2 + RATE_CLIENTS - 1) / RATE_CLIENTS ))
-  rm -f "$3.log" # h2load appends to an existing log file
-  "${PIN_LOAD[@]}" h2load --h1 -t 1 -c "$RATE_CLIENTS" --rps="$per" -D "$DURATION" --warm-up-time=1 \
-    --log-file="$3.log" "http://127.0.0.1:${PORT[$1]}/" >"$3.txt" 2>&1 || true
+  local per=$(( ($2 + RATE_PROCS - 1) / RATE_PROCS )) i pids=() pid
+  for i in $(seq 1 "$RATE_PROCS"); do
+    rm -f "$3.$i.log" # h2load appends to an existing log file
+    "${PIN_LOAD[@]}" h2load --h1 -t 1 -c 1 --rps="$per" -D "$DURATION" --warm-up-time=1 \
+      --log-file="$3.$i.log" "http://127.0.0.1:${PORT[$1]}/" >"$3.$i.txt" 2>&1 &
+    pids+=($!)
+    boost "$!"
+    sleep "0.0$((RANDOM % 9 + 1))"
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || true; done
+  cat "$3".*.log >"$3.log" 2>/dev/null || true
+  cat "$3".*.txt >"$3.txt" 2>/dev/null || true
+  rm -f "$3".*.log "$3".*.txt
   touch "$3.log"
   local n bad
   n=$(wc -l <"$3.log")
   bad=$(awk -F'\t' '$2 != 200' "$3.log" | wc -l)
   [ "$n" -gt 0 ] || { echo "0 nan nan nan nan nan 0"; return; }
-  local span
-  span=$(cut -f1 "$3.log" | sort -n | awk 'NR == 1 { a = $1 } { b = $1 } END { print (b - a) / 1e6 }')
-  cut -f3 "$3.log" | sort -n | awk -v n="$n" -v s="$span" -v bad="$bad" '
+  # Each process logs only its measured DURATION (not the warm-up).
+  cut -f3 "$3.log" | sort -n | awk -v n="$n" -v s="$DURATION" -v bad="$bad" '
     function at(q,  i) { i = int(q * n + 0.999999); if (i < 1) i = 1; if (i > n) i = n; return v[i] }
     { v[NR] = $1 }
     END { printf "%.0f %d %d %d %d %d %d\n", (s > 0 ? n / s : 0), at(0.50), at(0.90), at(0.99), at(0.999), v[n], bad }'
@@ -303,7 +350,7 @@ median_index() { # stdin: "value index" lines; prints the index of the median va
   echo "pinning: $PINNING"
   echo "tools: $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}'), $(h2load --version 2>&1 | head -1)"
   echo "citoroute: $("$PROXY_BIN" --version 2>/dev/null || echo unknown), worker_threads = 1, access_log = false"
-  echo "load: wrk -t $WRK_THREADS -c $CONNS -d ${DURATION}s --latency (x$REPEATS, median); h2load --h1 -t 1 -c $RATE_CLIENTS --rps=R/$RATE_CLIENTS -D $DURATION --warm-up-time=1"
+  echo "load: wrk -t $WRK_THREADS -c $CONNS -d ${DURATION}s --latency (x$REPEATS, median); $RATE_PROCS x h2load --h1 -c 1 --rps=R/$RATE_PROCS -D $DURATION --warm-up-time=1"
   echo "loadavg before: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$TMP/header.txt"
 
@@ -329,12 +376,12 @@ done
 
 if [ "${PERF:-0}" = 1 ] && command -v perf >/dev/null; then
   log "perf record on citoroute-proxy during a ${DURATION}s max-throughput run"
-  perf record -F 999 -g -p "$PID_CITO" -o "$TMP/perf.data" -- sleep "$DURATION" >/dev/null 2>&1 &
+  perf record -N -F 999 -g -p "$PID_CITO" -o "$TMP/perf.data" -- sleep "$DURATION" >/dev/null 2>&1 &
   perf_pid=$!
   run_wrk citoroute "$DURATION" "$TMP/raw/wrk-perf.txt" >/dev/null
   wait "$perf_pid" || true
-  perf report -i "$TMP/perf.data" --no-children --percent-limit 0.5 --stdio 2>/dev/null |
-    grep -v '^$' | head -150 >"$TMP/raw/perf-citoroute.txt" || true
+  perf report -i "$TMP/perf.data" --no-children -g none --sort dso,sym --percent-limit 0.2 \
+    --stdio 2>/dev/null | grep -v '^$' | head -150 >"$TMP/raw/perf-citoroute.txt" || true
 fi
 
 # ---------------------------------------------------------------- 2. fixed rate (half of max)
@@ -367,17 +414,18 @@ report() {
   cat "$TMP/header.txt"
   echo
   echo "## Max throughput (keep-alive, $CONNS connections, median of $REPEATS x ${DURATION}s)"
-  printf '%-10s %10s %9s %9s %7s %10s %12s %8s %8s\n' target req/s p50_us p99_us errors proxy_cpu% req/cpu-s cpu$LOADGEN_CPU% cpu$PROXY_CPU%
+  printf '%-10s %10s %9s %9s %7s %10s %10s %9s %9s %6s %6s\n' target req/s p50_us p99_us errors proxy_cpu% req/cpu-s user_us/r sys_us/r cpu$LOADGEN_CPU% cpu$PROXY_CPU%
   for t in "${TARGETS[@]}"; do
     m=${MAX[$t]}
     eff=n/a
     [ "$t" != direct ] && [ "$(f "$m" 5)" -gt 0 ] && eff=$(awk -v r="$(f "$m" 1)" -v c="$(f "$m" 5)" 'BEGIN { printf "%.0f", r / (c / 100) }')
-    printf '%-10s %10s %9s %9s %7s %10s %12s %8s %8s\n' "$t" "$(f "$m" 1)" "$(f "$m" 2)" "$(f "$m" 3)" "$(f "$m" 4)" \
-      "$([ "$t" = direct ] && echo - || f "$m" 5)" "$eff" "$(f "$m" 6)" "$(f "$m" 7)"
+    d() { [ "$t" = direct ] && echo - || f "$m" "$1"; }
+    printf '%-10s %10s %9s %9s %7s %10s %10s %9s %9s %6s %6s\n' "$t" "$(f "$m" 1)" "$(f "$m" 2)" "$(f "$m" 3)" "$(f "$m" 4)" \
+      "$(d 5)" "$eff" "$(d 8)" "$(d 9)" "$(f "$m" 6)" "$(f "$m" 7)"
   done
   echo "  all runs (req/s): $(for t in "${TARGETS[@]}"; do printf '%s=' "$t"; for r in $(seq 1 "$REPEATS"); do printf '%s,' "$(f "${MAXRUN[$t,$r]}" 1)"; done; printf ' '; done)"
   echo
-  echo "## Fixed rate: half of each proxy's max (h2load --h1, $RATE_CLIENTS connections, ${DURATION}s)"
+  echo "## Fixed rate: half of each proxy's max ($RATE_PROCS x h2load --h1 -c 1, ${DURATION}s)"
   printf '%-22s %9s %9s %8s %8s %8s %9s %9s %7s %13s\n' run target_rps got_rps p50_us p90_us p99_us p99.9_us max_us errors added_p99_us
   for p in citoroute nginx common; do
     R=$([ "$p" = common ] && echo "$COMMON" || echo "${RATE[$p]}")
@@ -399,11 +447,13 @@ report() {
   echo "## Ratios citoroute / nginx"
   echo "max throughput:               $(div "$(f "$c" 1)" "$(f "$n" 1)")   (aim >= 1.0)"
   echo "requests per proxy CPU-second: $(div "$(awk -v r="$(f "$c" 1)" -v p="$(f "$c" 5)" 'BEGIN { print r / p }')" "$(awk -v r="$(f "$n" 1)" -v p="$(f "$n" 5)" 'BEGIN { print r / p }')")"
+  echo "proxy CPU per request:        citoroute $(f "$c" 8) us user + $(f "$c" 9) us sys, nginx $(f "$n" 8) us user + $(f "$n" 9) us sys"
   echo "p50 at max load:              $(div "$(f "$c" 2)" "$(f "$n" 2)")"
   echo "p99 at max load:              $(div "$(f "$c" 3)" "$(f "$n" 3)")"
   echo "added p99 at own half max:    citoroute ${added_c} us, nginx ${added_n} us   (aim: citoroute <= 100 us)"
   echo "added p99 at common rate $COMMON: citoroute ${added_cc} us, nginx ${added_nc} us, ratio $(div "$added_cc" "$added_nc")"
 }
+rm -rf "$RESULTS/raw"
 mkdir -p "$RESULTS/raw"
 report | tee "$OUT"
 cp "$TMP"/raw/wrk-*-median.txt "$TMP"/raw/h2load-*.txt "$RESULTS/raw/" 2>/dev/null || true

@@ -359,6 +359,10 @@ impl ProxyHttp for Engine {
         if let Some(t) = rule.request_timeout {
             ctx.deadline = Some(ctx.start + t);
         }
+        if !rule.retry_codes.is_empty() {
+            // Keep the request body so a retry can send it again.
+            session.enable_retry_buffering();
+        }
         ctx.host = host;
         Ok(false)
     }
@@ -412,6 +416,40 @@ impl ProxyHttp for Engine {
             timeout = Some(timeout.map_or(left, |t| t.min(left)));
         }
         Ok(set.peer(i, session.is_upgrade_req(), timeout))
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // Only idempotent requests are retried: Pingora would refuse the others anyway.
+        if !session.req_header().method.is_idempotent() {
+            return Ok(());
+        }
+        // Rule `retry.codes`: before anything reaches the client, turn a retriable status into
+        // a retriable error, so Pingora calls `upstream_peer` again (another endpoint first).
+        let code = upstream.status.as_u16();
+        let Some(rule) = ctx.matched.as_ref().map(|m| m.rule.clone()) else {
+            return Ok(());
+        };
+        if !rule.retry_codes.contains(&code) || ctx.attempts > rule.retry_attempts {
+            return Ok(());
+        }
+        ctx.record_outcome(!matches!(code, 502..=504));
+        if let Some(set) = ctx.backend_set()
+            && ctx.tried.len() >= set.endpoints.len()
+        {
+            // Every endpoint was tried once: retries may go to any of them again.
+            ctx.tried.clear();
+        }
+        if let Some(backoff) = rule.retry_backoff {
+            tokio::time::sleep(backoff).await;
+        }
+        let mut e = Error::explain(ErrorType::HTTPStatus(code), "retriable status from backend");
+        e.set_retry(true);
+        Err(e)
     }
 
     async fn upstream_request_filter(

@@ -12,5 +12,6 @@ pub mod mirror;
 pub mod reload;
 pub mod router;
 pub mod server;
+pub mod sniff;
 pub mod tls;
 pub mod tlsroute;

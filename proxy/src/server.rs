@@ -5,6 +5,7 @@ use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::reload::{ConfigSource, FileSource, Reloader};
 use crate::router::Router;
+use crate::sniff::PlainMux;
 use crate::tls::PortResolver;
 use crate::tlsroute::TlsMux;
 use citoroute_config::ListenerProtocol;
@@ -63,13 +64,9 @@ pub fn run_with(reloader: Arc<Reloader>, source: Box<dyn ConfigSource>) -> Resul
     server.bootstrap();
 
     let engine = Engine::new(reloader.router.clone(), reloader.metrics.clone());
+    // Serves the HTTPS-only ports (Pingora terminates TLS; ALPN picks h1 or h2).
     let mut service =
         pingora_proxy::http_proxy_service_with_name(&server.configuration, engine, "citoroute");
-    let mut options = HttpServerOptions::default();
-    options.h2c = true;
-    if let Some(app) = service.app_logic_mut() {
-        app.server_options = Some(options);
-    }
     // One socket per (address, port). Ports with a TLS listener go to the SNI router; plain
     // HTTPS ports use Pingora's TLS listener with our per-SNI certificate resolver.
     let sni_ports = Router::tls_router_ports(&cfg);
@@ -78,6 +75,7 @@ pub fn run_with(reloader: Arc<Reloader>, source: Box<dyn ConfigSource>) -> Resul
         sockets.insert((l.address.clone(), l.port), l.protocol);
     }
     let mut muxes = Vec::new();
+    let mut plain_addrs = Vec::new();
     for ((address, port), protocol) in sockets {
         let addr = if address.contains(':') {
             format!("[{address}]:{port}")
@@ -117,11 +115,35 @@ pub fn run_with(reloader: Arc<Reloader>, source: Box<dyn ConfigSource>) -> Resul
             continue;
         }
         match protocol {
-            ListenerProtocol::Http => service.add_tcp(&addr),
+            ListenerProtocol::Http => plain_addrs.push(addr),
             ListenerProtocol::Https | ListenerProtocol::Tls => {
                 service.add_tls_with_settings(&addr, None, tls_settings(true)?)
             }
         }
+    }
+    if !plain_addrs.is_empty() {
+        let make = |h2c: bool| {
+            let mut http = HttpProxy::new(
+                Engine::new(reloader.router.clone(), reloader.metrics.clone()),
+                server.configuration.clone(),
+            );
+            let mut options = HttpServerOptions::default();
+            options.h2c = h2c;
+            http.server_options = Some(options);
+            http.handle_init_modules();
+            Arc::new(http)
+        };
+        let mut svc = Service::new(
+            "citoroute-http".to_string(),
+            PlainMux {
+                h1: make(false),
+                h2c: make(true),
+            },
+        );
+        for addr in &plain_addrs {
+            svc.add_tcp(addr);
+        }
+        server.add_service(svc);
     }
     server.add_service(service);
     for svc in muxes {

@@ -340,7 +340,6 @@ backends = [{ backend = "cb" }]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "proxy limitation: rule `retry.codes` and `retry.backoff` are compiled into the rule but never used by the engine; only connect failures are retried"]
 async fn configured_status_codes_are_retried_on_another_endpoint() {
     let good = Backend::start("good", Proto::H1).await;
     let bad = Backend::start_failing("bad", 503).await;

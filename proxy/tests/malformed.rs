@@ -183,7 +183,6 @@ async fn malformed_requests_are_rejected_and_the_proxy_keeps_serving() {
 /// Requests shorter than the 24-byte HTTP/2 preface, like `GET / HTTP/1.0` with no headers,
 /// must still be answered (or closed) rather than left waiting for bytes that never come.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "proxy limitation: with h2c enabled, Pingora 0.9 reads exactly 24 bytes (the h2 preface length) before choosing HTTP/1 or h2c, with no timeout; shorter requests hang until the client gives up (fix needs a server.rs change)"]
 async fn short_requests_get_an_answer() {
     let echo = Backend::start("echo", Proto::H1).await;
     let port = free_port();
