@@ -96,7 +96,7 @@ func TestCitoRoute(t *testing.T) {
 	if impl.Version == "" {
 		impl.Version = strings.TrimSpace(version)
 	}
-	if len(impl.Contact) == 0 {
+	if strings.Join(impl.Contact, "") == "" {
 		impl.Contact = []string{"https://github.com/citoroute/citoroute/issues"}
 	}
 

@@ -52,7 +52,17 @@ wait_for() {
     if "$@" >/dev/null 2>&1; then return 0; fi
     sleep 1
   done
+  log "timed out after ${limit}s waiting for $what"
   return 1
+}
+
+# write_if_changed FILE < content: leave FILE (and its mtime) alone when the content is the
+# same; kube-proxy exits when its configuration file changes under it.
+write_if_changed() {
+  local tmp
+  tmp="$(mktemp "$1.XXXXXX")"
+  cat >"$tmp"
+  if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv "$tmp" "$1"; fi
 }
 
 need_root() { [ "$(id -u)" = 0 ] || die "must run as root (it starts containerd, kubelet and changes iptables)"; }
@@ -181,6 +191,26 @@ build_all() {
   build_images
 }
 
+# image_from_binary NAME:TAG BINARY [FILE...]: a one-binary image (e.g. our Rust binaries),
+# with the shared libraries a dynamically linked binary needs and the CA bundle; imported
+# into the node when the cluster runs. The binary is the entrypoint, at /<basename>.
+image_from_binary() {
+  local ref=$1 bin=$2 out lib adds=() f
+  shift 2
+  [ -x "$bin" ] || die "not an executable: $bin"
+  mkdir -p "$IMAGES"
+  adds+=(-add "$bin:$(basename "$bin")")
+  for lib in $(ldd "$bin" 2>/dev/null | grep -oE '/[^ ]+' | sort -u); do
+    adds+=(-add "$(readlink -f "$lib"):${lib#/}:0755")
+  done
+  [ -s /etc/ssl/certs/ca-certificates.crt ] && adds+=(-add "/etc/ssl/certs/ca-certificates.crt:etc/ssl/certs/ca-certificates.crt:0644")
+  for f in "$@"; do adds+=(-add "$f:$(basename "$f"):0644"); done
+  out="$IMAGES/$(echo "$ref" | tr '/:' '__').tar"
+  "$BIN/mkimage" -o "$out" -name "$ref" -user 65532:65532 -entrypoint "[\"/$(basename "$bin")\"]" "${adds[@]}" >/dev/null
+  if pid_alive containerd; then load_images "$out"; fi
+  echo "$out"
+}
+
 # ---------------------------------------------------------------------------------------
 # PKI (openssl): one CA, serving and client certificates, service-account keys.
 
@@ -197,7 +227,7 @@ pki_cert() { # name subject ext
 
 kubeconfig_file() { # path user cert
   local path=$1 user=$2 cert=$3
-  cat >"$path" <<EOF
+  write_if_changed "$path" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
@@ -266,7 +296,8 @@ start_proc() { # name binary args...
   mkdir -p "$PIDS" "$LOGS"
   if pid_alive "$name"; then return 0; fi
   printf '%s' "$1" >"$PIDS/$name.cmd"
-  setsid nohup "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  # 9>&-: the up/down lock must not be inherited by long-lived processes.
+  setsid nohup "$@" >>"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
   echo $! >"$PIDS/$name.pid"
 }
 
@@ -386,7 +417,7 @@ start_controllers() {
 
 write_containerd_config() {
   mkdir -p "$CFG/certs.d" "$STATE/cni/net.d" "$STATE/cni/networks"
-  cat >"$CFG/containerd.toml" <<EOF
+  write_if_changed "$CFG/containerd.toml" <<EOF
 version = 2
 root = "$STATE/containerd"
 state = "$RUNDIR/containerd"
@@ -420,7 +451,7 @@ state = "$RUNDIR/containerd"
       # instead of being pulled.
       config_path = "$CFG/certs.d"
 EOF
-  cat >"$STATE/cni/net.d/10-citoroute.conflist" <<EOF
+  write_if_changed "$STATE/cni/net.d/10-citoroute.conflist" <<EOF
 {
   "cniVersion": "0.4.0",
   "name": "citoroute",
@@ -486,8 +517,8 @@ registry_hosts_of_images() {
 
 start_kubelet() {
   mkdir -p "$STATE/kubelet" "$STATE/pod-logs"
-  echo "nameserver $NODE_IP" >"$CFG/resolv.conf"
-  cat >"$CFG/kubelet.yaml" <<EOF
+  echo "nameserver $NODE_IP" | write_if_changed "$CFG/resolv.conf"
+  write_if_changed "$CFG/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: $NODE_IP
@@ -525,7 +556,7 @@ EOF
 }
 
 start_kube_proxy() {
-  cat >"$CFG/kube-proxy.yaml" <<EOF
+  write_if_changed "$CFG/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection:
@@ -565,9 +596,21 @@ install_addons() {
   kc wait --for condition=Established --timeout 60s crd gateways.gateway.networking.k8s.io httproutes.gateway.networking.k8s.io >/dev/null
 }
 
+# One up/down at a time (bounded wait); released when the function returns.
+lock_cluster() {
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/.lock"
+  if ! flock -n 9; then
+    log "waiting for another cluster up/down to finish (lock $CACHE/.lock)"
+    flock -w 1800 9 || die "another cluster up/down holds $CACHE/.lock"
+  fi
+}
+unlock_cluster() { exec 9>&-; }
+
 cluster_up() {
   local t0=$SECONDS
   preflight
+  lock_cluster
   build_binaries
   build_images
   make_pki
@@ -576,7 +619,9 @@ cluster_up() {
   start_etcd
   start_apiserver
   start_controllers
-  block_registries $(registry_hosts_of_images)
+  local hosts
+  mapfile -t hosts < <(registry_hosts_of_images)
+  block_registries "${hosts[@]}"
   start_containerd
   load_images "$IMAGES"/pause.tar "$IMAGES"/coredns.tar "$IMAGES"/echo-basic.tar "$IMAGES"/toolbox.tar
   [ -s "$IMAGES/conformance.tar" ] && load_images "$IMAGES/conformance.tar"
@@ -586,11 +631,29 @@ cluster_up() {
   install_addons
   kc -n kube-system rollout status deploy/coredns --timeout 120s >/dev/null ||
     die "CoreDNS not ready, see: $0 kubectl -n kube-system describe pod -l k8s-app=kube-dns"
+  unlock_cluster
   log "cluster up in $((SECONDS - t0))s"
   echo "$KUBECONFIG_ADMIN"
 }
 
-COMPONENTS=(kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd containerd)
+# Sum of the resident memory of everything the cluster runs, in MiB.
+cluster_rss_mib() {
+  local pids=() f p kb=0
+  for f in "$PIDS"/*.pid; do [ -s "$f" ] && pids+=("$(cat "$f")"); done
+  for f in /proc/[0-9]*/cmdline; do
+    if tr '\0' ' ' 2>/dev/null <"$f" | grep -q -- "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK"; then
+      p="${f#/proc/}"
+      pids+=("${p%/cmdline}")
+    fi
+  done
+  for f in /sys/fs/cgroup/memory/kubepods /sys/fs/cgroup/kubepods; do
+    [ -d "$f" ] && mapfile -t -O "${#pids[@]}" pids < <(find "$f" -name cgroup.procs -exec cat {} + 2>/dev/null)
+  done
+  for p in $(printf '%s\n' "${pids[@]}" | sort -u); do
+    kb=$((kb + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
+  done
+  echo $((kb / 1024))
+}
 
 cluster_status() {
   local c rc=0
@@ -603,6 +666,7 @@ cluster_status() {
     fi
   done
   if [ $rc = 0 ]; then
+    echo "memory (sum of RSS: components, shims, containers): $(cluster_rss_mib) MiB"
     kc get nodes -o wide 2>&1 | sed 's/^/  /' || true
     kc get pods -A 2>&1 | sed 's/^/  /' || true
   fi
@@ -648,6 +712,7 @@ remove_cgroups() {
 
 cluster_down() {
   need_root
+  lock_cluster
   local c
   stop_proc kube-proxy
   stop_proc kubelet
@@ -674,6 +739,9 @@ cluster_down() {
     done
   done
   rm -rf "$STATE" "$RUNDIR" "$PIDS"
+  # libcni's result cache and containerd's netns directory, if they are empty now.
+  rmdir /var/lib/cni/results /var/lib/cni /run/netns 2>/dev/null || true
+  unlock_cluster
   log "cluster down"
   echo "$KUBECONFIG_ADMIN"
 }

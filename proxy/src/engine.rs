@@ -4,6 +4,7 @@
 //! |---------------------------|--------------------------------------------------------------|
 //! | `request_filter`          | pin the router generation, route, CORS preflight, redirect,  |
 //! |                           | choose the weighted backend, start mirrors                   |
+//! |                           | (LLM routes: the whole AI gateway flow, `crate::llm::serve`) |
 //! | `upstream_peer`           | pick an endpoint (LB + breaker + tried set), set timeouts    |
 //! | `upstream_request_filter` | request header modifiers, URL rewrite                        |
 //! | `fail_to_connect`         | breaker failure, retry on another endpoint                   |
@@ -190,6 +191,10 @@ fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str>
 impl ProxyHttp for Engine {
     type CTX = Ctx;
 
+    /// No downstream modules: Pingora's default adds a (disabled) compression module whose
+    /// per-request context costs time and does nothing for us.
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> Ctx {
         Ctx {
             router: None,
@@ -259,6 +264,13 @@ impl ProxyHttp for Engine {
         };
         let rule = matched.rule.clone();
         ctx.matched = Some(matched);
+
+        // LLM routes: the AI gateway answers the request itself (see `crate::llm`).
+        if let Some(llm) = rule.llm.clone() {
+            ctx.host = host;
+            ctx.status = crate::llm::serve(&self.metrics, session, &llm).await?;
+            return Ok(true);
+        }
 
         if let Some(cors) = &rule.filters.cors
             && let Some(origin) = req

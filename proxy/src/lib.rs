@@ -7,6 +7,7 @@ pub mod admin;
 pub mod backend;
 pub mod engine;
 pub mod filters;
+pub mod llm;
 pub mod metrics;
 pub mod mirror;
 pub mod reload;

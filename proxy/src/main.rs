@@ -1,6 +1,10 @@
 //! `citoroute-proxy`: run a proxy on a config file, or check one.
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc: glibc malloc/free showed up as ~10% of the proxy's CPU per request under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -48,13 +52,15 @@ fn main() -> ExitCode {
         {
             Ok(cfg) => {
                 println!(
-                    "{}: ok ({} listeners, {} backends, {} HTTP routes, {} gRPC routes, {} TLS routes)",
+                    "{}: ok ({} listeners, {} backends, {} HTTP routes, {} gRPC routes, {} TLS routes, {} LLM backends, {} LLM routes)",
                     file.display(),
                     cfg.listeners.len(),
                     cfg.backends.len(),
                     cfg.http_routes.len(),
                     cfg.grpc_routes.len(),
-                    cfg.tls_routes.len()
+                    cfg.tls_routes.len(),
+                    cfg.llm_backends.len(),
+                    cfg.llm_routes.len()
                 );
                 ExitCode::SUCCESS
             }

@@ -16,6 +16,12 @@ pub struct Metrics {
     pub config_reloads: IntCounter,
     pub config_reload_failures: IntCounter,
     pub listeners_pending_restart: IntGauge,
+    /// AI gateway: one per upstream attempt (failed ones included, with their status or
+    /// `connect_error` / `timeout`) and per request refused before one (401, 403, 413, 429).
+    pub llm_requests: IntCounterVec,
+    pub llm_tokens: IntCounterVec,
+    pub llm_duration: HistogramVec,
+    pub llm_ttft: HistogramVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -74,8 +80,46 @@ impl Metrics {
             "citoroute_listeners_pending_restart",
             "1 when the config asks for listener sockets the process did not open at start.",
         ));
+        let llm_requests = must(IntCounterVec::new(
+            Opts::new(
+                "citoroute_llm_requests_total",
+                "AI gateway requests by consumer, backend, model, provider and status code.",
+            ),
+            &["consumer", "backend", "model", "provider", "code"],
+        ));
+        let llm_tokens = must(IntCounterVec::new(
+            Opts::new(
+                "citoroute_llm_tokens_total",
+                "Tokens reported by LLM providers, by consumer, backend, model, provider and type (input, output).",
+            ),
+            &["consumer", "backend", "model", "provider", "type"],
+        ));
+        let llm_buckets = vec![
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0,
+            320.0,
+        ];
+        let llm_duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "citoroute_llm_request_duration_seconds",
+                "AI gateway requests from head received to the last byte sent.",
+            )
+            .buckets(llm_buckets.clone()),
+            &["backend", "model", "provider"],
+        ));
+        let llm_ttft = must(HistogramVec::new(
+            HistogramOpts::new(
+                "citoroute_llm_time_to_first_token_seconds",
+                "From sending to the provider to the first content token (streams) or the whole answer.",
+            )
+            .buckets(llm_buckets),
+            &["backend", "model", "provider"],
+        ));
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(llm_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(llm_tokens.clone()),
+            Box::new(llm_duration.clone()),
+            Box::new(llm_ttft.clone()),
+            Box::new(requests.clone()),
             Box::new(duration.clone()),
             Box::new(upstream_errors.clone()),
             Box::new(breaker_state.clone()),
@@ -96,6 +140,10 @@ impl Metrics {
             config_reloads,
             config_reload_failures,
             listeners_pending_restart,
+            llm_requests,
+            llm_tokens,
+            llm_duration,
+            llm_ttft,
         }
     }
 

@@ -182,6 +182,8 @@ pub struct Rule {
     pub retry_codes: Vec<u16>,
     pub retry_backoff: Option<Duration>,
     pub grpc: bool,
+    /// Set for LLM routes: the request is served by [`crate::llm::serve`].
+    pub llm: Option<Arc<crate::llm::LlmRoute>>,
 }
 
 /// One weighted backend of a rule; `set` is None when the reference was unresolved.
@@ -244,6 +246,14 @@ impl Router {
         let offset = config.http_routes.len();
         for (order, route) in config.grpc_routes.iter().enumerate() {
             builder.add_grpc_route(offset + order, route)?;
+        }
+        let offset = offset + config.grpc_routes.len();
+        if !config.llm_routes.is_empty() {
+            let (shared, llm_backends) = crate::llm::compile(&config)?;
+            for (order, route) in config.llm_routes.iter().enumerate() {
+                let compiled = Arc::new(crate::llm::compile_route(route, &shared, &llm_backends)?);
+                builder.add_llm_route(offset + order, route, &compiled)?;
+            }
         }
         let tls_ports = compile_tls_ports(&config, &backends)?;
         let mut ports: HashMap<u16, PortTable> = HashMap::new();
@@ -742,6 +752,7 @@ impl Builder<'_> {
                         retry_codes: retry.codes,
                         retry_backoff: retry.backoff.map(|d| d.0),
                         grpc: false,
+                        llm: None,
                     });
                     let default_match = [HttpMatch::default()];
                     let matches = if rule.matches.is_empty() {
@@ -784,6 +795,7 @@ impl Builder<'_> {
                         retry_codes: Vec::new(),
                         retry_backoff: None,
                         grpc: true,
+                        llm: None,
                     });
                     let default_match = [cfg::GrpcMatch::default()];
                     let matches = if rule.matches.is_empty() {
@@ -798,6 +810,51 @@ impl Builder<'_> {
                     out.push((shared, cands));
                 }
                 Ok(out)
+            },
+        )
+    }
+}
+
+impl Builder<'_> {
+    /// An LLM route is one rule matching `POST` on its path; its requests never reach the
+    /// Pingora upstream phases.
+    fn add_llm_route(
+        &mut self,
+        order: usize,
+        route: &cfg::LlmRoute,
+        compiled: &Arc<crate::llm::LlmRoute>,
+    ) -> Result<(), CompileError> {
+        let name: Arc<str> = route.name.as_str().into();
+        let m = HttpMatch {
+            path: Some(cfg::PathMatch {
+                kind: route.path.kind,
+                value: route.path.value.clone(),
+            }),
+            method: Some("POST".to_string()),
+            ..HttpMatch::default()
+        };
+        self.attach(
+            &route.name,
+            &route.listeners,
+            &route.hostnames,
+            |listener| {
+                let shared = Arc::new(Rule {
+                    route: name.clone(),
+                    rule_name: None,
+                    listener: listener.into(),
+                    filters: CompiledFilters::default(),
+                    backends: Vec::new(),
+                    picker: None,
+                    request_timeout: None,
+                    backend_timeout: None,
+                    retry_attempts: 0,
+                    retry_codes: Vec::new(),
+                    retry_backoff: None,
+                    grpc: false,
+                    llm: Some(compiled.clone()),
+                });
+                let cand = http_candidate(&m, order, 0, &shared)?;
+                Ok(vec![(shared, vec![cand])])
             },
         )
     }

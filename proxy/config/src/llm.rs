@@ -372,6 +372,7 @@ protocol = "HTTP"
 name = "tls"
 port = 8443
 protocol = "TLS"
+tls = { mode = "Passthrough" }
 "#;
 
     fn parse(body: &str) -> Result<ProxyConfig, ConfigError> {
