@@ -777,7 +777,17 @@ cluster_smoke() {
   kc -n "$ns" rollout status deploy/echo --timeout 120s >/dev/null || fail "replacement echo pod not Ready in 120s"
   newpod="$(kc -n "$ns" get pods -l app=echo -o jsonpath='{.items[0].metadata.name}')"
   [ -n "$newpod" ] && [ "$newpod" != "$pod" ] || fail "no replacement pod after deleting $pod"
-  out="$(kc -n "$ns" exec client -- wget -q -O - "http://$ip/after-restart" 2>&1)" || fail "ClusterIP did not answer after the pod restart: $out"
+  # kube-proxy programs the new endpoint asynchronously (EndpointSlice, then its sync): retry
+  # for a bounded time before calling it a failure.
+  ok=""
+  for _ in $(seq 1 40); do
+    if out="$(kc -n "$ns" exec client -- wget -q -T 2 -O - "http://$ip/after-restart" 2>&1)"; then
+      ok=1
+      break
+    fi
+    sleep 0.5
+  done
+  [ -n "$ok" ] || fail "ClusterIP did not answer within 20s after the pod restart: $out"
   echo "ok  deleted $pod, replacement $newpod Ready and serving"
   kc delete namespace "$ns" --wait=false >/dev/null 2>&1 || true
   echo "smoke test passed in $((SECONDS - t0))s"
