@@ -58,6 +58,9 @@ pub fn run_with(reloader: Arc<Reloader>, source: Box<dyn ConfigSource>) -> Resul
             .display()
             .to_string(),
         max_retries: 8,
+        // One single-threaded runtime per worker, each connection pinned to one: no work-stealing
+        // queue traffic on the request path (the way nginx workers run).
+        work_stealing: false,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
