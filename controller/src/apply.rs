@@ -1,0 +1,762 @@
+//! Server-Side Apply of one proxy per Gateway, in the Gateway's namespace, with one field
+//! manager: the config ConfigMap (gzip TOML), the listener certificate Secret, a
+//! ServiceAccount with a Role that may read only those two objects, the Deployment and the
+//! Service. Every object is owned by its Gateway (deleting the Gateway removes them all) and
+//! carries the Gateway's `spec.infrastructure` labels and annotations.
+//!
+//! Writes are skipped when nothing changed: the ConfigMap by its content-hash annotation (read
+//! from the ConfigMap reflector, so a restart writes nothing), the other objects by a hash of
+//! everything applied for the Gateway, kept in an annotation of the Deployment (read from the
+//! Deployment reflector, so a restart writes nothing either). Every few minutes a resync
+//! re-applies everything once (repairing hand edits; the API server ignores applies that
+//! change nothing). A config change never touches the Deployment's pod template: only a
+//! change of listener ports rolls pods.
+
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::watch::{MANAGED_BY, MANAGED_BY_LABEL, Stores};
+use citoroute_config::ProxyConfig;
+use citoroute_translate::{CERT_DIR, ObjectKey, certificate_keys};
+use gateway_api::experimental::gateways::Gateway;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    Secret, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    Sysctl, Volume, VolumeMount,
+};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::sync::Arc;
+
+/// The one field manager of every write.
+pub const FIELD_MANAGER: &str = "citoroute-controller";
+/// Annotation on the ConfigMap: SHA-256 of the TOML it carries.
+pub const CONFIG_HASH: &str = "citoroute.io/config-hash";
+/// Deployment annotation: hash of every object applied for the Gateway except the ConfigMap.
+pub const OBJECTS_HASH: &str = "citoroute.io/objects-hash";
+/// Pod-template annotation: hash of the listener ports (a change rolls the pods).
+pub const PORTS_HASH: &str = "citoroute.io/listener-ports-hash";
+/// The key of the compressed config in the ConfigMap's `binaryData`.
+pub const CONFIG_KEY: &str = "config.toml.gz";
+/// Where the config ConfigMap is mounted in the proxy container.
+pub const CONFIG_DIR: &str = "/etc/citoroute/config";
+/// The proxy's admin port (`/healthz`, `/readyz`, `/metrics`).
+pub const ADMIN_PORT: u16 = 9091;
+
+/// Applies proxies; remembers what it applied.
+pub struct Applier {
+    client: Client,
+    image: String,
+    metrics: Arc<Metrics>,
+    /// Per Gateway: hash of the objects last applied and the Service address they gave.
+    applied: BTreeMap<ObjectKey, (String, Option<String>)>,
+    /// Listener certificates read for proxies, by Secret, with the resourceVersion read.
+    certs: BTreeMap<ObjectKey, (String, BTreeMap<String, ByteString>)>,
+    /// Re-apply everything in the next reconcile, whatever the hashes say.
+    force: bool,
+}
+
+/// The names of a Gateway's proxy objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    /// ConfigMap, ServiceAccount, Role, RoleBinding, Deployment and Service.
+    pub base: String,
+    /// The listener certificate Secret.
+    pub certs: String,
+}
+
+impl Names {
+    /// `<gw>-citoroute` and `<gw>-citoroute-certs`, made valid as Service names (a DNS-1035
+    /// label: at most 63 characters, starting with a letter, no dots).
+    pub fn of(gateway: &str) -> Names {
+        let mut clean: String = gateway
+            .chars()
+            .map(|c| if c == '.' { '-' } else { c })
+            .collect();
+        if !clean.starts_with(|c: char| c.is_ascii_lowercase()) {
+            clean.insert_str(0, "gw-");
+        }
+        // 63 minus "-citoroute-certs" (16) leaves 47 for the Gateway part. A name that had
+        // to change gets a hash of the original, so `a.b` and `a-b` stay apart.
+        if clean.len() > 47 || clean != gateway {
+            let h = hex(&Sha256::digest(gateway.as_bytes()))[..8].to_string();
+            clean.truncate(38);
+            let trimmed = clean.trim_end_matches('-').to_string();
+            clean = format!("{trimmed}-{h}");
+        }
+        Names {
+            base: format!("{clean}-citoroute"),
+            certs: format!("{clean}-citoroute-certs"),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// The config as the proxy in a pod runs it: the admin listener on all addresses, so the
+/// kubelet's probes reach it.
+pub fn pod_config(cfg: &ProxyConfig) -> ProxyConfig {
+    let mut cfg = cfg.clone();
+    cfg.runtime.admin_address = format!("0.0.0.0:{ADMIN_PORT}");
+    cfg
+}
+
+/// The distinct listener ports of a config, sorted.
+pub fn listener_ports(cfg: &ProxyConfig) -> BTreeSet<u16> {
+    cfg.listeners.iter().map(|l| l.port).collect()
+}
+
+/// Hash of the listener ports: the only input of the pod template that changes with the config.
+pub fn ports_hash(ports: &BTreeSet<u16>) -> String {
+    let text: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
+    sha256_hex(text.join(",").as_bytes())[..16].to_string()
+}
+
+/// Everything applied for one Gateway, except the ConfigMap.
+#[derive(Debug, Serialize)]
+pub struct Objects {
+    pub cert_secret: Secret,
+    pub service_account: ServiceAccount,
+    pub role: Role,
+    pub role_binding: RoleBinding,
+    pub deployment: Deployment,
+    pub service: Service,
+}
+
+fn string_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The metadata every proxy object shares.
+fn meta(
+    gw: &Gateway,
+    name: &str,
+    owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+) -> ObjectMeta {
+    let infra = gw.spec.infrastructure.as_ref();
+    let mut labels = infra.and_then(|i| i.labels.clone()).unwrap_or_default();
+    labels.extend(selector_labels(&gw.name_any()));
+    labels.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string());
+    let annotations = infra
+        .and_then(|i| i.annotations.clone())
+        .unwrap_or_default();
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: gw.namespace(),
+        labels: Some(labels),
+        annotations: (!annotations.is_empty()).then_some(annotations),
+        owner_references: Some(vec![owner.clone()]),
+        ..Default::default()
+    }
+}
+
+fn selector_labels(gateway: &str) -> BTreeMap<String, String> {
+    // The Gateway name goes into a label value: at most 63 characters.
+    let value: String = if gateway.len() > 63 {
+        sha256_hex(gateway.as_bytes())[..16].to_string()
+    } else {
+        gateway.to_string()
+    };
+    let mut m = string_map(&[("app.kubernetes.io/name", "citoroute-proxy")]);
+    m.insert("gateway.networking.k8s.io/gateway-name".to_string(), value);
+    m
+}
+
+/// The ConfigMap carrying the compressed config.
+pub fn config_map(
+    gw: &Gateway,
+    names: &Names,
+    owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+    toml: &str,
+) -> ConfigMap {
+    let mut metadata = meta(gw, &names.base, owner);
+    metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(CONFIG_HASH.to_string(), sha256_hex(toml.as_bytes()));
+    ConfigMap {
+        metadata,
+        binary_data: Some(
+            [(
+                CONFIG_KEY.to_string(),
+                ByteString(citoroute_config::compress(toml.as_bytes())),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    }
+}
+
+/// Builds every object of a Gateway's proxy except the ConfigMap. Pure.
+pub fn objects(
+    gw: &Gateway,
+    names: &Names,
+    owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+    cfg: &ProxyConfig,
+    image: &str,
+    cert_data: BTreeMap<String, ByteString>,
+) -> Objects {
+    let gw_name = gw.name_any();
+    let m = |name: &str| meta(gw, name, owner);
+    let ports = listener_ports(cfg);
+
+    let cert_secret = Secret {
+        metadata: m(&names.certs),
+        type_: Some("Opaque".to_string()),
+        data: Some(cert_data),
+        ..Default::default()
+    };
+    let service_account = ServiceAccount {
+        metadata: m(&names.base),
+        ..Default::default()
+    };
+    let verbs = vec!["get".to_string(), "list".to_string(), "watch".to_string()];
+    let role = Role {
+        metadata: m(&names.base),
+        rules: Some(vec![
+            PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["configmaps".to_string()]),
+                resource_names: Some(vec![names.base.clone()]),
+                verbs: verbs.clone(),
+                ..Default::default()
+            },
+            PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["secrets".to_string()]),
+                resource_names: Some(vec![names.certs.clone()]),
+                verbs,
+                ..Default::default()
+            },
+        ]),
+    };
+    let role_binding = RoleBinding {
+        metadata: m(&names.base),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_string(),
+            kind: "Role".to_string(),
+            name: names.base.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".to_string(),
+            name: names.base.clone(),
+            namespace: gw.namespace(),
+            ..Default::default()
+        }]),
+    };
+
+    let selector = selector_labels(&gw_name);
+    let infra = gw.spec.infrastructure.as_ref();
+    let mut pod_labels = infra.and_then(|i| i.labels.clone()).unwrap_or_default();
+    pod_labels.extend(selector.clone());
+    let mut pod_annotations = infra
+        .and_then(|i| i.annotations.clone())
+        .unwrap_or_default();
+    pod_annotations.insert(PORTS_HASH.to_string(), ports_hash(&ports));
+
+    let mut container_ports: Vec<ContainerPort> = ports
+        .iter()
+        .map(|p| ContainerPort {
+            container_port: i32::from(*p),
+            protocol: Some("TCP".to_string()),
+            ..Default::default()
+        })
+        .collect();
+    container_ports.push(ContainerPort {
+        name: Some("admin".to_string()),
+        container_port: i32::from(ADMIN_PORT),
+        protocol: Some("TCP".to_string()),
+        ..Default::default()
+    });
+    let probe = |path: &str, period: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::Int(i32::from(ADMIN_PORT)),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(3),
+        ..Default::default()
+    };
+    let container = Container {
+        name: "proxy".to_string(),
+        image: Some(image.to_string()),
+        image_pull_policy: Some("IfNotPresent".to_string()),
+        // The image's entrypoint is the proxy binary.
+        args: Some(vec![
+            "--config".to_string(),
+            format!("{CONFIG_DIR}/{CONFIG_KEY}"),
+        ]),
+        ports: Some(container_ports),
+        readiness_probe: Some(probe("/readyz", 2)),
+        liveness_probe: Some(probe("/healthz", 10)),
+        resources: Some(ResourceRequirements {
+            requests: Some(
+                [
+                    ("cpu".to_string(), Quantity("100m".to_string())),
+                    ("memory".to_string(), Quantity("64Mi".to_string())),
+                ]
+                .into(),
+            ),
+            limits: Some([("memory".to_string(), Quantity("512Mi".to_string()))].into()),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_string()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "config".to_string(),
+                mount_path: CONFIG_DIR.to_string(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "certs".to_string(),
+                mount_path: CERT_DIR.to_string(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "tmp".to_string(),
+                mount_path: "/tmp".to_string(),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    };
+    let deployment = Deployment {
+        metadata: m(&names.base),
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(pod_annotations),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(names.base.clone()),
+                    termination_grace_period_seconds: Some(30),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        run_as_group: Some(65532),
+                        // Non-root may bind listener ports below 1024.
+                        sysctls: Some(vec![Sysctl {
+                            name: "net.ipv4.ip_unprivileged_port_start".to_string(),
+                            value: "0".to_string(),
+                        }]),
+                        ..Default::default()
+                    }),
+                    containers: vec![container],
+                    volumes: Some(vec![
+                        Volume {
+                            name: "config".to_string(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: names.base.clone(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                        Volume {
+                            name: "certs".to_string(),
+                            secret: Some(SecretVolumeSource {
+                                secret_name: Some(names.certs.clone()),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                        Volume {
+                            name: "tmp".to_string(),
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
+                            ..Default::default()
+                        },
+                    ]),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let service = Service {
+        metadata: m(&names.base),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_string()),
+            selector: Some(selector),
+            ports: Some(
+                ports
+                    .iter()
+                    .map(|p| ServicePort {
+                        name: Some(format!("port-{p}")),
+                        port: i32::from(*p),
+                        target_port: Some(IntOrString::Int(i32::from(*p))),
+                        protocol: Some("TCP".to_string()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Objects {
+        cert_secret,
+        service_account,
+        role,
+        role_binding,
+        deployment,
+        service,
+    }
+}
+
+impl Applier {
+    pub fn new(client: Client, image: String, metrics: Arc<Metrics>) -> Applier {
+        Applier {
+            client,
+            image,
+            metrics,
+            applied: BTreeMap::new(),
+            certs: BTreeMap::new(),
+            force: false,
+        }
+    }
+
+    /// Forgets what was applied, so the next reconcile re-applies every object (repairing
+    /// objects changed or deleted by hand; the API server ignores applies that change nothing).
+    pub fn forget(&mut self) {
+        self.applied.clear();
+        self.force = true;
+    }
+
+    /// Ends a reconcile pass (a forced re-apply lasts one pass).
+    pub fn end_pass(&mut self) {
+        self.force = false;
+    }
+
+    /// The address last seen on a Gateway's proxy Service.
+    pub fn address(&self, key: &ObjectKey) -> Option<String> {
+        self.applied.get(key).and_then(|(_, a)| a.clone())
+    }
+
+    /// Drops what is remembered of Gateways that no longer have a proxy.
+    pub fn retain(&mut self, keep: &BTreeSet<ObjectKey>, secrets: &BTreeSet<ObjectKey>) {
+        self.applied.retain(|k, _| keep.contains(k));
+        self.certs.retain(|k, _| secrets.contains(k));
+    }
+
+    async fn ssa<K>(&self, ns: &str, obj: &K) -> Result<K, Error>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Serialize
+            + Debug,
+        K::DynamicType: Default,
+    {
+        let dt = K::DynamicType::default();
+        let kind = K::kind(&dt).to_string();
+        let name = obj.meta().name.clone().unwrap_or_default();
+        let api: Api<K> = Api::namespaced(self.client.clone(), ns);
+        let res = api
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(obj),
+            )
+            .await;
+        self.metrics.write(&kind);
+        res.map_err(|e| Error::Apply {
+            kind: static_kind(&kind),
+            namespace: ns.to_string(),
+            name,
+            source: Box::new(e),
+        })
+    }
+
+    /// The listener certificates of a proxy, keyed as [`certificate_keys`] says. Secrets are
+    /// read on demand (the reflector keeps no values) and cached by resourceVersion.
+    async fn cert_data(
+        &mut self,
+        secrets: &BTreeSet<ObjectKey>,
+        stores: &Stores,
+    ) -> Result<BTreeMap<String, ByteString>, Error> {
+        let mut out = BTreeMap::new();
+        for key in secrets {
+            let (ns, name) = key;
+            let Some(stub) = stores.secrets.get(&ObjectRef::new(name).within(ns)) else {
+                continue; // the translation reports it unresolved
+            };
+            let rv = stub.resource_version().unwrap_or_default();
+            let cached = self.certs.get(key).is_some_and(|(v, _)| *v == rv);
+            if !cached {
+                let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+                let secret = api.get_opt(name).await.map_err(|e| Error::Read {
+                    kind: "Secret",
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                    source: Box::new(e),
+                })?;
+                let Some(secret) = secret else { continue };
+                let data = secret.data.unwrap_or_default();
+                let (crt_key, key_key) = certificate_keys(ns, name);
+                let mut m = BTreeMap::new();
+                if let Some(v) = data.get("tls.crt") {
+                    m.insert(crt_key, v.clone());
+                }
+                if let Some(v) = data.get("tls.key") {
+                    m.insert(key_key, v.clone());
+                }
+                self.certs.insert(
+                    key.clone(),
+                    (secret.metadata.resource_version.unwrap_or_default(), m),
+                );
+            }
+            if let Some((_, m)) = self.certs.get(key) {
+                out.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies one Gateway's proxy. Returns the proxy Service's ClusterIP, if it has one.
+    pub async fn apply(
+        &mut self,
+        gw: &Gateway,
+        cfg: &ProxyConfig,
+        secrets: &BTreeSet<ObjectKey>,
+        stores: &Stores,
+    ) -> Result<Option<String>, Error> {
+        let ns = gw.namespace().ok_or(Error::Missing {
+            kind: "Gateway",
+            field: "metadata.namespace",
+        })?;
+        let key = (ns.clone(), gw.name_any());
+        let owner = gw.controller_owner_ref(&()).ok_or(Error::Missing {
+            kind: "Gateway",
+            field: "metadata.uid",
+        })?;
+        let names = Names::of(&gw.name_any());
+        let cfg = pod_config(cfg);
+        let toml = cfg.to_toml().map_err(|e| Error::Encode {
+            what: format!("config of Gateway {}/{}", key.0, key.1),
+            message: e.to_string(),
+        })?;
+
+        // The ConfigMap first: a new Deployment's pods need it to start.
+        let want_hash = sha256_hex(toml.as_bytes());
+        let have_hash = stores
+            .config_maps
+            .get(&ObjectRef::new(&names.base).within(&ns))
+            .and_then(|cm| cm.annotations().get(CONFIG_HASH).cloned());
+        if have_hash.as_deref() != Some(want_hash.as_str()) {
+            self.ssa(&ns, &config_map(gw, &names, &owner, &toml))
+                .await?;
+            tracing::info!(gateway = %format!("{}/{}", key.0, key.1), hash = %&want_hash[..12], "config written");
+        }
+
+        let cert_data = self.cert_data(secrets, stores).await?;
+        let objs = objects(gw, &names, &owner, &cfg, &self.image, cert_data);
+        let objs_hash = sha256_hex(&serde_json::to_vec(&objs).map_err(|e| Error::Encode {
+            what: "proxy objects".to_string(),
+            message: e.to_string(),
+        })?);
+        if let Some((h, addr)) = self.applied.get(&key)
+            && *h == objs_hash
+        {
+            return Ok(addr.clone());
+        }
+        // After a restart: what the cluster holds says whether anything changed.
+        if !self.force {
+            let deployed = stores
+                .deployments
+                .get(&ObjectRef::new(&names.base).within(&ns))
+                .and_then(|d| d.annotations().get(OBJECTS_HASH).cloned());
+            let svc = stores
+                .services
+                .get(&ObjectRef::new(&names.base).within(&ns));
+            if deployed.as_deref() == Some(objs_hash.as_str())
+                && let Some(svc) = svc
+            {
+                let addr = cluster_ip(&svc);
+                self.applied.insert(key, (objs_hash, addr.clone()));
+                return Ok(addr);
+            }
+        }
+        let mut objs = objs;
+        objs.deployment
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(OBJECTS_HASH.to_string(), objs_hash.clone());
+        self.ssa(&ns, &objs.cert_secret).await?;
+        self.ssa(&ns, &objs.service_account).await?;
+        self.ssa(&ns, &objs.role).await?;
+        self.ssa(&ns, &objs.role_binding).await?;
+        self.ssa(&ns, &objs.deployment).await?;
+        let svc = self.ssa(&ns, &objs.service).await?;
+        let addr = cluster_ip(&svc);
+        self.applied.insert(key, (objs_hash, addr.clone()));
+        Ok(addr)
+    }
+}
+
+fn cluster_ip(svc: &Service) -> Option<String> {
+    svc.spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.clone())
+        .filter(|ip| !ip.is_empty() && ip != "None")
+}
+
+fn static_kind(kind: &str) -> &'static str {
+    match kind {
+        "ConfigMap" => "ConfigMap",
+        "Secret" => "Secret",
+        "ServiceAccount" => "ServiceAccount",
+        "Role" => "Role",
+        "RoleBinding" => "RoleBinding",
+        "Deployment" => "Deployment",
+        "Service" => "Service",
+        _ => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use citoroute_config::{Listener, ListenerProtocol};
+
+    fn gateway() -> Gateway {
+        let mut gw: Gateway = serde_json::from_value(serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": "gw", "namespace": "ns", "uid": "u-1"},
+            "spec": {
+                "gatewayClassName": "citoroute",
+                "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
+                "infrastructure": {"labels": {"team": "a"}, "annotations": {"note": "x"}}
+            }
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        gw.metadata.generation = Some(1);
+        gw
+    }
+
+    fn listener(name: &str, port: u16) -> Listener {
+        Listener {
+            name: name.to_string(),
+            address: "0.0.0.0".to_string(),
+            port,
+            protocol: ListenerProtocol::Http,
+            hostname: None,
+            tls: None,
+        }
+    }
+
+    #[test]
+    fn names_are_valid_service_names() {
+        assert_eq!(Names::of("gw").base, "gw-citoroute");
+        assert!(Names::of("1.gw").base.starts_with("gw-1-gw-"));
+        assert_ne!(Names::of("a.b"), Names::of("a-b"));
+        let long = Names::of(&"a".repeat(200));
+        assert!(long.certs.len() <= 63, "{}", long.certs);
+        assert_ne!(long, Names::of(&"a".repeat(201)));
+    }
+
+    #[test]
+    fn only_ports_change_the_pod_template() {
+        let gw = gateway();
+        let owner = gw.controller_owner_ref(&()).unwrap_or_default();
+        let names = Names::of("gw");
+        let mut a = ProxyConfig::empty();
+        a.listeners.push(listener("http", 80));
+        let mut b = a.clone();
+        b.listeners.push(listener("other", 80));
+        let tpl = |c: &ProxyConfig| {
+            serde_json::to_value(
+                objects(&gw, &names, &owner, c, "img", BTreeMap::new())
+                    .deployment
+                    .spec
+                    .map(|s| s.template),
+            )
+            .unwrap_or_default()
+        };
+        assert_eq!(tpl(&a), tpl(&b));
+        b.listeners.push(listener("https", 443));
+        assert_ne!(tpl(&a), tpl(&b));
+    }
+
+    #[test]
+    fn objects_carry_infrastructure_and_owner() {
+        let gw = gateway();
+        let owner = gw.controller_owner_ref(&()).unwrap_or_default();
+        let mut cfg = ProxyConfig::empty();
+        cfg.listeners.push(listener("http", 80));
+        let objs = objects(&gw, &Names::of("gw"), &owner, &cfg, "img", BTreeMap::new());
+        let md = &objs.service.metadata;
+        assert_eq!(
+            md.labels
+                .as_ref()
+                .and_then(|l| l.get("team"))
+                .map(String::as_str),
+            Some("a")
+        );
+        assert_eq!(
+            md.annotations
+                .as_ref()
+                .and_then(|l| l.get("note"))
+                .map(String::as_str),
+            Some("x")
+        );
+        assert_eq!(
+            md.owner_references.as_ref().map(|o| o[0].uid.as_str()),
+            Some("u-1")
+        );
+        let ports = objs.service.spec.and_then(|s| s.ports).unwrap_or_default();
+        assert_eq!(ports.len(), 1);
+        let cm = config_map(&gw, &Names::of("gw"), &owner, "version = 1\n");
+        let gz = cm
+            .binary_data
+            .and_then(|d| d.get(CONFIG_KEY).cloned())
+            .unwrap_or_default();
+        assert!(ProxyConfig::from_bytes(&gz.0).is_ok());
+    }
+}

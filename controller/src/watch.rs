@@ -1,0 +1,345 @@
+//! Reflectors: one watch per kind the translation reads, each feeding an in-memory store and
+//! waking the reconcile loop on every event. [`Stores::snapshot`] turns the stores into the
+//! translation's [`Snapshot`].
+
+use citoroute_translate::{SecretInfo, Snapshot};
+use futures::StreamExt;
+use gateway_api::experimental::gatewayclasses::GatewayClass;
+use gateway_api::experimental::gateways::Gateway;
+use gateway_api::experimental::grpcroutes::GrpcRoute;
+use gateway_api::experimental::httproutes::HttpRoute;
+use gateway_api::experimental::referencegrants::ReferenceGrant;
+use gateway_api::experimental::tlsroutes::TlsRoute;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::ListParams;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// Label every object the controller creates carries; the ConfigMap reflector selects on it.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "citoroute-controller";
+
+/// Annotation the Secret reflector sets (in memory only) when a TLS Secret's certificate or
+/// key does not parse.
+const CERT_PROBLEM: &str = "citoroute.io/certificate-problem";
+
+/// The reflector stores. Optional kinds are `None` when their CRD is not installed.
+#[derive(Clone)]
+pub struct Stores {
+    pub gateway_classes: Store<GatewayClass>,
+    pub gateways: Store<Gateway>,
+    pub http_routes: Store<HttpRoute>,
+    pub grpc_routes: Option<Store<GrpcRoute>>,
+    pub tls_routes: Option<Store<TlsRoute>>,
+    pub reference_grants: Option<Store<ReferenceGrant>>,
+    pub services: Store<Service>,
+    pub endpoint_slices: Store<EndpointSlice>,
+    /// Secrets with their values removed: only names of keys remain (plus the in-memory
+    /// certificate-problem annotation). The apply step reads the few Secrets a proxy needs.
+    pub secrets: Store<Secret>,
+    pub namespaces: Store<Namespace>,
+    /// The ConfigMaps this controller wrote (to skip unchanged config writes).
+    pub config_maps: Store<ConfigMap>,
+    /// The proxy Deployments this controller wrote (to skip unchanged object writes).
+    pub deployments: Store<Deployment>,
+}
+
+/// Starts one reflector task; every event (including the initial list) wakes `notify`.
+fn reflect<K>(api: Api<K>, cfg: watcher::Config, notify: Arc<Notify>, strip: fn(&mut K)) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let kind = K::kind(&K::DynamicType::default()).to_string();
+    let stream = watcher(api, cfg)
+        .default_backoff()
+        .modify(strip)
+        .reflect(writer)
+        .boxed();
+    tokio::spawn(async move {
+        let mut stream = stream;
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(_) => notify.notify_one(),
+                Err(e) => tracing::warn!(%kind, error = %e, "watch error (retrying)"),
+            }
+        }
+    });
+    reader
+}
+
+/// Drops what the controller never reads and what must not sit in memory: managed fields
+/// everywhere, and Secret values (replaced by empty values under the same keys, after the
+/// certificate check).
+fn strip_managed_fields<K: Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
+}
+
+fn strip_secret(s: &mut Secret) {
+    s.metadata.managed_fields = None;
+    if s.type_.as_deref() == Some("kubernetes.io/tls") {
+        let data = s.data.as_ref();
+        let problem = certificate_problem(
+            data.and_then(|d| d.get("tls.crt")).map(|b| b.0.as_slice()),
+            data.and_then(|d| d.get("tls.key")).map(|b| b.0.as_slice()),
+        );
+        if let Some(p) = problem {
+            s.metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(CERT_PROBLEM.to_string(), p);
+        }
+    }
+    if let Some(d) = s.data.as_mut() {
+        for v in d.values_mut() {
+            *v = ByteString(Vec::new());
+        }
+    }
+    s.string_data = None;
+}
+
+/// Why a `tls.crt`/`tls.key` pair is unusable, if it is: the certificate must hold at least
+/// one PEM certificate and the key one PEM private key.
+pub fn certificate_problem(crt: Option<&[u8]>, key: Option<&[u8]>) -> Option<String> {
+    let (Some(crt), Some(key)) = (crt, key) else {
+        return None; // missing keys are the translation's to report
+    };
+    let mut reader = crt;
+    let mut certs = 0;
+    for item in rustls_pemfile::certs(&mut reader) {
+        match item {
+            Ok(_) => certs += 1,
+            Err(e) => return Some(format!("tls.crt does not parse: {e}")),
+        }
+    }
+    if certs == 0 {
+        return Some("tls.crt holds no PEM certificate".to_string());
+    }
+    let mut reader = key;
+    match rustls_pemfile::private_key(&mut reader) {
+        Ok(Some(_)) => None,
+        Ok(None) => Some("tls.key holds no PEM private key".to_string()),
+        Err(e) => Some(format!("tls.key does not parse: {e}")),
+    }
+}
+
+/// Whether the API server serves `K` (its CRD may be missing).
+async fn served<K>(api: &Api<K>) -> bool
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+    K::DynamicType: Default,
+{
+    match api.list(&ListParams::default().limit(1)).await {
+        Ok(_) => true,
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            tracing::warn!(
+                kind = %K::kind(&K::DynamicType::default()),
+                "not served by the API server (CRD missing?): not watched"
+            );
+            false
+        }
+        // Any other error: watch it anyway, the watcher retries.
+        Err(_) => true,
+    }
+}
+
+async fn optional<K>(client: &Client, notify: &Arc<Notify>) -> Option<Store<K>>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    let api = Api::<K>::all(client.clone());
+    if served(&api).await {
+        Some(reflect(
+            api,
+            watcher::Config::default().any_semantic(),
+            notify.clone(),
+            strip_managed_fields::<K>,
+        ))
+    } else {
+        None
+    }
+}
+
+impl Stores {
+    /// Starts every reflector. Call [`Stores::wait_ready`] before the first snapshot.
+    pub async fn start(client: &Client, notify: Arc<Notify>) -> Stores {
+        let cfg = || watcher::Config::default().any_semantic();
+        Stores {
+            gateway_classes: reflect(
+                Api::all(client.clone()),
+                cfg(),
+                notify.clone(),
+                strip_managed_fields::<GatewayClass>,
+            ),
+            gateways: reflect(
+                Api::all(client.clone()),
+                cfg(),
+                notify.clone(),
+                strip_managed_fields::<Gateway>,
+            ),
+            http_routes: reflect(
+                Api::all(client.clone()),
+                cfg(),
+                notify.clone(),
+                strip_managed_fields::<HttpRoute>,
+            ),
+            grpc_routes: optional(client, &notify).await,
+            tls_routes: optional(client, &notify).await,
+            reference_grants: optional(client, &notify).await,
+            services: reflect(
+                Api::all(client.clone()),
+                cfg(),
+                notify.clone(),
+                strip_managed_fields::<Service>,
+            ),
+            endpoint_slices: reflect(
+                Api::all(client.clone()),
+                cfg(),
+                notify.clone(),
+                strip_managed_fields::<EndpointSlice>,
+            ),
+            secrets: reflect(
+                Api::all(client.clone()),
+                cfg(),
+                notify.clone(),
+                strip_secret,
+            ),
+            namespaces: reflect(
+                Api::all(client.clone()),
+                cfg(),
+                notify.clone(),
+                strip_managed_fields::<Namespace>,
+            ),
+            config_maps: reflect(
+                Api::all(client.clone()),
+                cfg().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
+                notify.clone(),
+                strip_managed_fields::<ConfigMap>,
+            ),
+            deployments: reflect(
+                Api::all(client.clone()),
+                cfg().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
+                notify,
+                strip_managed_fields::<Deployment>,
+            ),
+        }
+    }
+
+    /// Waits until every store has its initial list: a snapshot before that would produce
+    /// partial configs and wrong statuses.
+    pub async fn wait_ready(&self) -> Result<(), reflector::store::WriterDropped> {
+        self.gateway_classes.wait_until_ready().await?;
+        self.gateways.wait_until_ready().await?;
+        self.http_routes.wait_until_ready().await?;
+        if let Some(s) = &self.grpc_routes {
+            s.wait_until_ready().await?;
+        }
+        if let Some(s) = &self.tls_routes {
+            s.wait_until_ready().await?;
+        }
+        if let Some(s) = &self.reference_grants {
+            s.wait_until_ready().await?;
+        }
+        self.services.wait_until_ready().await?;
+        self.endpoint_slices.wait_until_ready().await?;
+        self.secrets.wait_until_ready().await?;
+        self.namespaces.wait_until_ready().await?;
+        self.config_maps.wait_until_ready().await?;
+        self.deployments.wait_until_ready().await?;
+        Ok(())
+    }
+
+    /// What the translation reads, copied out of the stores.
+    pub fn snapshot(&self) -> Snapshot {
+        fn all<K: Resource + Clone>(s: &Store<K>) -> Vec<K>
+        where
+            K::DynamicType: Eq + Hash + Clone,
+        {
+            s.state().iter().map(|o| (**o).clone()).collect()
+        }
+        fn opt<K: Resource + Clone>(s: &Option<Store<K>>) -> Vec<K>
+        where
+            K::DynamicType: Eq + Hash + Clone,
+        {
+            s.as_ref().map(all).unwrap_or_default()
+        }
+        let secrets = self
+            .secrets
+            .state()
+            .iter()
+            .filter_map(|s| {
+                let mut info = SecretInfo::from_secret(s)?;
+                info.certificate_problem = s
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(CERT_PROBLEM))
+                    .cloned();
+                Some(info)
+            })
+            .collect();
+        Snapshot {
+            gateway_classes: all(&self.gateway_classes),
+            gateways: all(&self.gateways),
+            http_routes: all(&self.http_routes),
+            grpc_routes: opt(&self.grpc_routes),
+            tls_routes: opt(&self.tls_routes),
+            reference_grants: opt(&self.reference_grants),
+            services: all(&self.services),
+            endpoint_slices: all(&self.endpoint_slices),
+            secrets,
+            namespaces: all(&self.namespaces),
+            ..Snapshot::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_problems() {
+        assert_eq!(certificate_problem(None, None), None);
+        assert!(certificate_problem(Some(b"junk"), Some(b"junk")).is_some());
+        let crt = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        assert!(
+            certificate_problem(Some(crt), Some(b"nope")).is_some_and(|p| p.contains("tls.key"))
+        );
+    }
+
+    #[test]
+    fn secret_values_are_stripped() {
+        let mut s = Secret {
+            type_: Some("kubernetes.io/tls".to_string()),
+            data: Some(
+                [
+                    ("tls.crt".to_string(), ByteString(b"x".to_vec())),
+                    ("tls.key".to_string(), ByteString(b"y".to_vec())),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        strip_secret(&mut s);
+        let data = s.data.unwrap_or_default();
+        assert_eq!(data.len(), 2);
+        assert!(data.values().all(|v| v.0.is_empty()));
+        assert!(
+            s.metadata
+                .annotations
+                .is_some_and(|a| a.contains_key(CERT_PROBLEM))
+        );
+    }
+}
