@@ -781,7 +781,7 @@ cluster_smoke() {
   # for a bounded time before calling it a failure.
   ok=""
   for _ in $(seq 1 40); do
-    if out="$(kc -n "$ns" exec client -- wget -q -T 2 -O - "http://$ip/after-restart" 2>&1)"; then
+    if out="$(kc -n "$ns" exec client -- wget -q -O - "http://$ip/after-restart" 2>&1)"; then
       ok=1
       break
     fi

@@ -78,10 +78,16 @@ ECHO_IMAGE="$(bash -c 'HERE="$1/conformance"; source "$HERE/lib/common.sh"; suit
 # shellcheck disable=SC1091,SC2016
 TOOLBOX_IMAGE="$(bash -c 'HERE="$1/conformance"; source "$HERE/lib/common.sh"; echo "$TOOLBOX_IMAGE"' _ "$ROOT")"
 [ -n "$ECHO_IMAGE" ] || fail "no echo-basic image known"
+# The proxy binary to package: PROXY_BIN, else the release build, else the debug build.
+if [ -z "${PROXY_BIN:-}" ]; then
+  for candidate in "$ROOT/target/release/citoroute-proxy" "$ROOT/target/debug/citoroute-proxy"; do
+    if [ -x "$candidate" ]; then PROXY_BIN="$candidate"; break; fi
+  done
+fi
 WITH_PROXY=0
-if [ "${NO_PROXY_IMAGE:-0}" != 1 ] && [ -x "$ROOT/target/release/citoroute-proxy" ]; then
-  log "packaging the proxy image"
-  "$CLUSTER" image localhost/citoroute/proxy:dev "$ROOT/target/release/citoroute-proxy" >/dev/null
+if [ "${NO_PROXY_IMAGE:-0}" != 1 ] && [ -n "${PROXY_BIN:-}" ]; then
+  log "packaging the proxy image from $(basename "$(dirname "$PROXY_BIN")")"
+  "$CLUSTER" image localhost/citoroute/proxy:dev "$PROXY_BIN" >/dev/null
   WITH_PROXY=1
 fi
 
@@ -162,8 +168,8 @@ done
 jp configmap gw-citoroute '{.binaryData.config\.toml\.gz}' | base64 -d | gzip -dc >"$WORK/config.toml"
 grep -q 'port = 80' "$WORK/config.toml" || fail "config lacks the listener"
 grep -q 'citoroute-e2e/echo' "$WORK/config.toml" || fail "config lacks the echo backend"
-if [ -x "$ROOT/target/release/citoroute-proxy" ]; then
-  "$ROOT/target/release/citoroute-proxy" check "$WORK/config.toml" >/dev/null || fail "the proxy refuses the config"
+if [ -n "${PROXY_BIN:-}" ]; then
+  "$PROXY_BIN" check "$WORK/config.toml" >/dev/null || fail "the proxy refuses the config"
   log "ok: the proxy accepts the generated config"
 fi
 [ "$(jp service gw-citoroute '{.spec.ports[*].port}')" = 80 ] || fail "Service ports"
