@@ -96,29 +96,24 @@ impl Ctx {
 
 struct PingoraHeaders<'a, T>(&'a mut T);
 
-impl HeaderEdit for PingoraHeaders<'_, RequestHeader> {
-    fn set(&mut self, n: &HeaderName, v: &HeaderValue) {
-        let _ = self.0.insert_header(n.clone(), v.clone());
-    }
-    fn add(&mut self, n: &HeaderName, v: &HeaderValue) {
-        let _ = self.0.append_header(n.clone(), v.clone());
-    }
-    fn remove(&mut self, n: &HeaderName) {
-        let _ = self.0.remove_header(n);
-    }
+// Pingora's request and response heads share these methods but no trait.
+macro_rules! header_edit_for {
+    ($head:ty) => {
+        impl HeaderEdit for PingoraHeaders<'_, $head> {
+            fn set(&mut self, n: &HeaderName, v: &HeaderValue) {
+                let _ = self.0.insert_header(n.clone(), v.clone());
+            }
+            fn add(&mut self, n: &HeaderName, v: &HeaderValue) {
+                let _ = self.0.append_header(n.clone(), v.clone());
+            }
+            fn remove(&mut self, n: &HeaderName) {
+                let _ = self.0.remove_header(n);
+            }
+        }
+    };
 }
-
-impl HeaderEdit for PingoraHeaders<'_, ResponseHeader> {
-    fn set(&mut self, n: &HeaderName, v: &HeaderValue) {
-        let _ = self.0.insert_header(n.clone(), v.clone());
-    }
-    fn add(&mut self, n: &HeaderName, v: &HeaderValue) {
-        let _ = self.0.append_header(n.clone(), v.clone());
-    }
-    fn remove(&mut self, n: &HeaderName) {
-        let _ = self.0.remove_header(n);
-    }
-}
+header_edit_for!(RequestHeader);
+header_edit_for!(ResponseHeader);
 
 /// A host as a client may send it: a DNS name or IP literal with an optional port.
 fn valid_host(h: &str) -> bool {

@@ -335,6 +335,29 @@ async fn write_error(session: &mut Session, e: &LlmError, extra: &[(&str, String
     write_json(session, e.status, e.to_openai_body(), extra).await
 }
 
+/// Records a refused or failed request and answers it with the OpenAI-shaped error.
+async fn reject(
+    session: &mut Session,
+    metrics: &Metrics,
+    consumer: &str,
+    backend: Option<&LlmBackendState>,
+    model: &str,
+    e: &LlmError,
+    extra: &[(&str, String)],
+) -> Result<u16> {
+    record(
+        metrics,
+        &Outcome {
+            consumer,
+            backend,
+            model,
+            code: e.status.to_string(),
+        },
+    );
+    write_error(session, e, extra).await?;
+    Ok(e.status)
+}
+
 /// What one request did, for metrics.
 struct Outcome<'a> {
     consumer: &'a str,
@@ -413,17 +436,16 @@ pub async fn serve(metrics: &Metrics, session: &mut Session, route: &LlmRoute) -
             Ok(c) => c,
             Err(msg) => {
                 let e = error(401, "invalid_request_error", "invalid_api_key", msg);
-                record(
+                return reject(
+                    session,
                     metrics,
-                    &Outcome {
-                        consumer: "",
-                        backend: None,
-                        model: "",
-                        code: "401".into(),
-                    },
-                );
-                write_error(session, &e, &[("www-authenticate", "Bearer".to_string())]).await?;
-                return Ok(401);
+                    "",
+                    None,
+                    "",
+                    &e,
+                    &[("www-authenticate", "Bearer".to_string())],
+                )
+                .await;
             }
         };
         consumer = route
@@ -438,17 +460,7 @@ pub async fn serve(metrics: &Metrics, session: &mut Session, route: &LlmRoute) -
                 "permission_denied",
                 "this token's consumer may not use this route",
             );
-            record(
-                metrics,
-                &Outcome {
-                    consumer: "",
-                    backend: None,
-                    model: "",
-                    code: "403".into(),
-                },
-            );
-            write_error(session, &e, &[]).await?;
-            return Ok(403);
+            return reject(session, metrics, "", None, "", &e, &[]).await;
         };
         if let Some(limit) = c.limit {
             let now = unix_now();
@@ -463,17 +475,16 @@ pub async fn serve(metrics: &Metrics, session: &mut Session, route: &LlmRoute) -
                     ),
                 );
                 let wait = 60 - now % 60;
-                record(
+                return reject(
+                    session,
                     metrics,
-                    &Outcome {
-                        consumer: &c.name,
-                        backend: None,
-                        model: "",
-                        code: "429".into(),
-                    },
-                );
-                write_error(session, &e, &[("retry-after", wait.to_string())]).await?;
-                return Ok(429);
+                    &c.name,
+                    None,
+                    "",
+                    &e,
+                    &[("retry-after", wait.to_string())],
+                )
+                .await;
             }
         }
     }
@@ -548,17 +559,16 @@ pub async fn serve(metrics: &Metrics, session: &mut Session, route: &LlmRoute) -
         ) {
             Ok(r) => r,
             Err(e) if (400..500).contains(&e.status) => {
-                record(
+                return reject(
+                    session,
                     metrics,
-                    &Outcome {
-                        consumer: consumer_name,
-                        backend: Some(b),
-                        model: &b.target.model,
-                        code: e.status.to_string(),
-                    },
-                );
-                write_error(session, &e, &[]).await?;
-                return Ok(e.status);
+                    consumer_name,
+                    Some(b),
+                    &b.target.model,
+                    &e,
+                    &[],
+                )
+                .await;
             }
             Err(e) => {
                 tracing::warn!(backend = %b.name, error = %e, "cannot build the LLM request");
@@ -683,17 +693,16 @@ pub async fn serve(metrics: &Metrics, session: &mut Session, route: &LlmRoute) -
                 ClientOr::Gone => return Err(client_gone()),
                 ClientOr::Done(Ok(body)) => body,
                 ClientOr::Done(Err(e)) => {
-                    record(
+                    return reject(
+                        session,
                         metrics,
-                        &Outcome {
-                            consumer: consumer_name,
-                            backend: Some(b),
-                            model: &b.target.model,
-                            code: e.status.to_string(),
-                        },
-                    );
-                    write_error(session, &e, &[]).await?;
-                    return Ok(e.status);
+                        consumer_name,
+                        Some(b),
+                        &b.target.model,
+                        &e,
+                        &[],
+                    )
+                    .await;
                 }
             };
             let t =
