@@ -431,8 +431,9 @@ impl ProxyHttp for Engine {
         upstream: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        // Only idempotent requests are retried: Pingora would refuse the others anyway.
-        if !session.req_header().method.is_idempotent() {
+        // Only idempotent requests whose body is still whole in the retry buffer are retried.
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        {
             return Ok(());
         }
         // Rule `retry.codes`: before anything reaches the client, turn a retriable status into
