@@ -87,73 +87,12 @@ TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
 PROXY_BIN="${TARGET_DIR:-$ROOT/target}/release/citoroute-proxy"
 [ -x "$PROXY_BIN" ] || die "no release binary at $PROXY_BIN (run without SKIP_BUILD=1)"
 
-# ---------------------------------------------------------------- pinning and priority
-# As in bench/run.sh: each started process in its own session, given nice $NICE through its
-# autogroup (or plain nice without autogroups), as root only.
-ncpu=$(nproc)
-BOOST=none
-PRIO=()
-if [ "$(id -u)" = 0 ] && [ "$NICE" != 0 ]; then
-  if [ "$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null)" = 1 ]; then
-    BOOST=autogroup
-  else
-    BOOST="nice"
-    PRIO=(nice -n "$NICE")
-  fi
-fi
-if [ "$ncpu" -ge 2 ]; then
-  PIN_LOAD=(setsid "${PRIO[@]}" taskset -c "$LOADGEN_CPU")
-  PIN_PROXY=(setsid "${PRIO[@]}" taskset -c "$PROXY_CPU")
-  PINNING="fake provider + load generator on CPU $LOADGEN_CPU, gateway under test on CPU $PROXY_CPU"
-else
-  PIN_LOAD=(setsid "${PRIO[@]}")
-  PIN_PROXY=(setsid "${PRIO[@]}")
-  PINNING="no pinning (only $ncpu CPU)"
-fi
-[ "$BOOST" = none ] || PINNING="$PINNING; each in its own session at nice $NICE ($BOOST)"
-boost() {
-  [ "$BOOST" = autogroup ] || return 0
-  local i
-  for i in $(seq 1 200); do
-    [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $4 }')" = "$1" ] && break
-    sleep 0.01
-  done
-  echo "$NICE" >"/proc/$1/autogroup" 2>/dev/null || log "warning: cannot set the priority of pid $1"
-}
-
-# ---------------------------------------------------------------- temp dir and cleanup
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/citoroute-bench-ai.XXXXXX")
-PIDS=()
-LOADGEN=
-cleanup() {
-  local pid
-  [ -n "$LOADGEN" ] && PIDS+=("$LOADGEN")
-  for pid in "${PIDS[@]}"; do
-    kill -INT "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    for _ in 1 2 3 4 5 6 7 8 9 10; do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.2
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  if [ "${KEEP_TMP:-0}" = 1 ]; then log "kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-read -r PORT_FAKE PORT_CITO PORT_ADMIN PORT_LITELLM < <(python3 - <<'EOF'
-import socket
-socks = []
-for _ in range(4):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(*[s.getsockname()[1] for s in socks])
-EOF
-)
+# ---------------------------------------------------------------- pinning, temp dir, ports
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_pinning "fake provider + load generator" "gateway under test"
+bench_tmp citoroute-bench-ai
+read -r PORT_FAKE PORT_CITO PORT_ADMIN PORT_LITELLM < <(free_ports 4)
 
 mkdir -p "$TMP/fake" "$TMP/cito" "$TMP/litellm" "$TMP/raw"
 

@@ -1,0 +1,84 @@
+# shellcheck shell=bash disable=SC2034  # variables are read by the scripts that source this
+# Shared by bench/run.sh and bench/ai.sh: CPU pinning and priority, the temp dir with cleanup of
+# every process started, and free loopback ports. Source it after defining log(); it reads
+# NICE, LOADGEN_CPU and PROXY_CPU.
+
+# bench_pinning LOAD_LABEL PROXY_LABEL: sets PIN_LOAD / PIN_PROXY (command prefixes), BOOST and
+# PINNING (a description). Each started process runs in its own session, so that with the
+# kernel's autogroup scheduling (one CPU share per session) it can be given nice $NICE as a
+# group; without autogroups plain nice is used. Either way only as root.
+bench_pinning() {
+  local ncpu
+  ncpu=$(nproc)
+  BOOST=none
+  PRIO=()
+  if [ "$(id -u)" = 0 ] && [ "$NICE" != 0 ]; then
+    if [ "$(cat /proc/sys/kernel/sched_autogroup_enabled 2>/dev/null)" = 1 ]; then
+      BOOST=autogroup
+    else
+      BOOST="nice"
+      PRIO=(nice -n "$NICE")
+    fi
+  fi
+  if [ "$ncpu" -ge 2 ]; then
+    PIN_LOAD=(setsid "${PRIO[@]}" taskset -c "$LOADGEN_CPU")
+    PIN_PROXY=(setsid "${PRIO[@]}" taskset -c "$PROXY_CPU")
+    PINNING="$1 on CPU $LOADGEN_CPU, $2 on CPU $PROXY_CPU"
+  else
+    PIN_LOAD=(setsid "${PRIO[@]}")
+    PIN_PROXY=(setsid "${PRIO[@]}")
+    PINNING="no pinning (only $ncpu CPU)"
+  fi
+  [ "$BOOST" = none ] || PINNING="$PINNING; each in its own session at nice $NICE ($BOOST)"
+}
+
+# Gives a just-started process's session its priority (autogroup mode).
+boost() {
+  [ "$BOOST" = autogroup ] || return 0
+  # Wait for the child to have called setsid(), or the nice would go to this script's session.
+  local i
+  for i in $(seq 1 200); do
+    [ "$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $4 }')" = "$1" ] && break
+    sleep 0.01
+  done
+  echo "$NICE" >"/proc/$1/autogroup" 2>/dev/null || log "warning: cannot set the priority of pid $1"
+}
+
+# bench_tmp PREFIX: makes $TMP and stops every pid in PIDS (and a running LOADGEN) on exit.
+bench_tmp() {
+  TMP=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+  PIDS=()
+  LOADGEN=
+  trap bench_cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+
+bench_cleanup() {
+  local pid
+  [ -n "$LOADGEN" ] && PIDS+=("$LOADGEN")
+  for pid in "${PIDS[@]}"; do
+    kill -INT "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.2
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  if [ "${KEEP_TMP:-0}" = 1 ]; then log "kept $TMP"; else rm -rf "$TMP"; fi
+}
+
+# free_ports N: prints N free loopback ports, asked of the kernel.
+free_ports() {
+  python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(*[s.getsockname()[1] for s in socks])
+PY
+}
