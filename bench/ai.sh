@@ -5,6 +5,7 @@
 #   bench/ai.sh                  build, install what is missing, measure, print, save
 #   DURATION=5 REPEATS=1 bench/ai.sh
 #   SKIP_BUILD=1 bench/ai.sh     reuse the release binary already built
+#   SKIP_BUILD=1 PROXY_BIN=/path/to/citoroute-proxy bench/ai.sh   measure another build
 #
 # What runs where (on a 2-core machine):
 #   core LOADGEN_CPU (0): the fake provider (nginx, 1 worker, a fixed chat.completion JSON body)
@@ -84,7 +85,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
 fi
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
   sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-PROXY_BIN="${TARGET_DIR:-$ROOT/target}/release/citoroute-proxy"
+PROXY_BIN=${PROXY_BIN:-"${TARGET_DIR:-$ROOT/target}/release/citoroute-proxy"}
 [ -x "$PROXY_BIN" ] || die "no release binary at $PROXY_BIN (run without SKIP_BUILD=1)"
 
 # ---------------------------------------------------------------- pinning, temp dir, ports

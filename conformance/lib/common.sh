@@ -133,6 +133,7 @@ build_binaries() {
       die "tools build failed, see $LOGS/build-tools.log"
     stamp tools "$CONF_DIR"/build/tools/go.mod "$CONF_DIR"/build/tools/*/main.go
   fi
+  if echo_advanced_enabled; then build_echo_advanced; fi
   if [ ! -x "$BIN/echo-basic" ]; then
     t0=$SECONDS
     log "building echo-basic from sigs.k8s.io/gateway-api/conformance@$GATEWAY_API_VERSION"
@@ -149,6 +150,32 @@ build_binaries() {
       die "echo-basic build failed, see $LOGS/build-echo-basic.log"
     log "echo-basic built in $((SECONDS - t0))s"
   fi
+}
+
+# echo-advanced (Istio's echo server and client) is needed only by the suite's MESH-HTTP
+# tests; CITOROUTE_ECHO_ADVANCED=0 skips building and importing it.
+echo_advanced_enabled() { [ "${CITOROUTE_ECHO_ADVANCED:-1}" != 0 ]; }
+
+# build_echo_advanced: Istio's echo server and client from the module pinned in
+# build/echo-advanced, plus the files the image needs from that module (the test certificate
+# the mesh manifests name as /cert.crt and /cert.key).
+build_echo_advanced() {
+  local dir="$CONF_DIR/build/echo-advanced" out="$BIN/echo-advanced" src="$CACHE/src/echo-advanced" istio t0
+  if ! stale echo-advanced "$dir/go.mod" "$dir/go.sum" && [ -x "$out/server" ] && [ -x "$out/client" ] &&
+    [ -s "$src/cert.crt" ]; then
+    return 0
+  fi
+  t0=$SECONDS
+  log "building echo-advanced (Istio's echo server and client; cold: about 2 minutes on 2 cores)"
+  mkdir -p "$out" "$src"
+  (cd "$dir" && gobuild -ldflags "-s -w" -o "$out/" tool) >"$LOGS/build-echo-advanced.log" 2>&1 ||
+    die "echo-advanced build failed, see $LOGS/build-echo-advanced.log (it needs Go 1.26 or newer; CITOROUTE_ECHO_ADVANCED=0 skips it)"
+  istio="$(cd "$dir" && go list -m -f '{{.Dir}}' istio.io/istio)"
+  [ -s "$istio/tests/testdata/certs/dns/cert-chain.pem" ] || die "Istio's test certificate not found under $istio"
+  cp "$istio/tests/testdata/certs/dns/cert-chain.pem" "$src/cert.crt"
+  cp "$istio/tests/testdata/certs/dns/key.pem" "$src/cert.key"
+  stamp echo-advanced "$dir/go.mod" "$dir/go.sum"
+  log "echo-advanced built in $((SECONDS - t0))s"
 }
 
 # suite_image NAME: the exact image reference the suite's manifests use for NAME.
@@ -175,6 +202,7 @@ build_images() {
     "$BIN/mkimage" -o "$IMAGES/echo-basic.tar" -name "$echo_image" -user 65532:65532 \
       -entrypoint '["/echo-basic"]' -add "$BIN/echo-basic:echo-basic" >/dev/null
   fi
+  if echo_advanced_enabled; then image_echo_advanced; fi
   if [ ! -s "$IMAGES/toolbox.tar" ] || [ "$BIN/mkimage" -nt "$IMAGES/toolbox.tar" ]; then
     for a in sh ls cat echo wget nslookup sleep ps nc id hostname ip env grep tar date head tail; do
       links+=" -link bin/$a:busybox"
@@ -183,6 +211,27 @@ build_images() {
     "$BIN/mkimage" -o "$IMAGES/toolbox.tar" -name "$TOOLBOX_IMAGE" -entrypoint '["/bin/sh"]' \
       -add "$(command -v busybox):bin/busybox" $links >/dev/null
   fi
+}
+
+# image_echo_advanced: laid out like Istio's app image, which the suite's image is: server as
+# entrypoint, both binaries in /usr/local/bin (the suite execs `client` by name), the
+# certificate at the root, uid 1338.
+image_echo_advanced() {
+  local out="$IMAGES/echo-advanced.tar" bin="$BIN/echo-advanced" src="$CACHE/src/echo-advanced" name
+  if [ -s "$out" ] && [ "$out" -nt "$bin/server" ] && [ "$out" -nt "$bin/client" ] && [ "$out" -nt "$BIN/mkimage" ]; then
+    return 0
+  fi
+  name="$(suite_image echo-advanced)"
+  [ -n "$name" ] || die "could not read the echo-advanced image name from the suite's mesh manifests"
+  printf 'root:x:0:0:root:/root:/sbin/nologin\napplication:x:1338:1338::/tmp:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n' >"$src/passwd"
+  printf 'root:x:0:\napplication:x:1338:\nnobody:x:65534:\n' >"$src/group"
+  "$BIN/mkimage" -o "$out" -name "$name" -user 1338:1338 -env HOME=/tmp \
+    -env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    -entrypoint '["/usr/local/bin/server"]' \
+    -add "$bin/server:usr/local/bin/server" -add "$bin/client:usr/local/bin/client" \
+    -add "$src/cert.crt:cert.crt:0644" -add "$src/cert.key:cert.key:0644" \
+    -add "$src/passwd:etc/passwd:0644" -add "$src/group:etc/group:0644" \
+    -add "/etc/ssl/certs/ca-certificates.crt:etc/ssl/certs/ca-certificates.crt:0644" >/dev/null
 }
 
 build_all() {
@@ -625,6 +674,7 @@ cluster_up() {
   start_containerd
   load_images "$IMAGES"/pause.tar "$IMAGES"/coredns.tar "$IMAGES"/echo-basic.tar "$IMAGES"/toolbox.tar
   [ -s "$IMAGES/conformance.tar" ] && load_images "$IMAGES/conformance.tar"
+  if echo_advanced_enabled; then load_images "$IMAGES/echo-advanced.tar"; fi
   start_kubelet
   start_kube_proxy
   wait_for 120 node node_ready || die "node $NODE_NAME not Ready, see $LOGS/kubelet.log"
@@ -791,4 +841,60 @@ cluster_smoke() {
   echo "ok  deleted $pod, replacement $newpod Ready and serving"
   kc delete namespace "$ns" --wait=false >/dev/null 2>&1 || true
   echo "smoke test passed in $((SECONDS - t0))s"
+}
+
+# ---------------------------------------------------------------------------------------
+# CitoRoute on the cluster: our binaries as images, and the Helm chart.
+
+HELM_VERSION=v3.22.0
+
+# helm_bin: a helm binary (the one on PATH, else built once from its Go module).
+helm_bin() {
+  local h
+  h="$(command -v helm || true)"
+  if [ -z "$h" ]; then
+    h="$BIN/helm"
+    if [ ! -x "$h" ]; then
+      log "building helm $HELM_VERSION from its Go module"
+      mkdir -p "$BIN" "$LOGS"
+      GOBIN="$BIN" CGO_ENABLED=0 nice -n 19 go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" \
+        >"$LOGS/build-helm.log" 2>&1 || die "helm build failed, see $LOGS/build-helm.log"
+    fi
+  fi
+  echo "$h"
+}
+
+# install_citoroute: builds citoroute-controller and citoroute-proxy (cargo profile
+# $CARGO_PROFILE, default dev), packages each as a one-binary image, imports them and installs
+# or upgrades charts/citoroute into citoroute-system. The binaries' hashes become pod
+# annotations, so a rebuilt binary rolls the controller although the image tag stays `dev`.
+install_citoroute() {
+  local root profile outdir target ctrl_bin proxy_bin helm
+  root="$(cd "$CONF_DIR/.." && pwd)"
+  profile="${CARGO_PROFILE:-dev}"
+  outdir=debug
+  [ "$profile" = dev ] || outdir="$profile"
+  log "building citoroute-controller and citoroute-proxy (profile $profile)"
+  (cd "$root" && nice -n 10 cargo build -q --locked --profile "$profile" -p citoroute-controller -p citoroute-proxy) ||
+    die "cargo build failed"
+  target="${CARGO_TARGET_DIR:-$root/target}"
+  ctrl_bin="$target/$outdir/citoroute-controller"
+  proxy_bin="$target/$outdir/citoroute-proxy"
+  image_from_binary localhost/citoroute/controller:dev "$ctrl_bin" >/dev/null
+  image_from_binary localhost/citoroute/proxy:dev "$proxy_bin" >/dev/null
+  helm="$(helm_bin)"
+  # A GatewayClass `citoroute` made by hand (e.g. by the controller's end-to-end test) would
+  # block the chart from owning it.
+  if [ "$(kc get gatewayclass citoroute -o jsonpath='{.metadata.labels.app\.kubernetes\.io/managed-by}' 2>/dev/null)" = "" ]; then
+    kc delete gatewayclass citoroute --ignore-not-found >/dev/null
+  fi
+  # Helm installs a chart's crds/ only once and never upgrades them: apply ours every time.
+  kc apply --server-side --force-conflicts --field-manager=helm -f "$root/charts/citoroute/crds/" >/dev/null ||
+    die "applying CitoRoute's CRDs failed"
+  log "installing CitoRoute from charts/citoroute"
+  "$helm" --kubeconfig "$KUBECONFIG_ADMIN" upgrade --install citoroute "$root/charts/citoroute" \
+    --namespace citoroute-system --create-namespace --wait --timeout 5m \
+    --set-string "controller.podAnnotations.citoroute\.io/controller-sha=$(sha256sum "$ctrl_bin" | cut -c1-16)" \
+    --set-string "controller.podAnnotations.citoroute\.io/proxy-sha=$(sha256sum "$proxy_bin" | cut -c1-16)" >/dev/null ||
+    die "helm install failed"
 }

@@ -558,11 +558,14 @@ impl Applier {
     }
 
     /// Applies one Gateway's proxy. Returns the proxy Service's ClusterIP, if it has one.
+    /// `llm_data` (LLM credentials, JWKS, CA bundles) joins the certificates in the proxy's
+    /// Secret, where the config's `*_file` paths point.
     pub async fn apply(
         &mut self,
         gw: &Gateway,
         cfg: &ProxyConfig,
         secrets: &BTreeSet<ObjectKey>,
+        llm_data: BTreeMap<String, ByteString>,
         stores: &Stores,
     ) -> Result<Option<String>, Error> {
         let ns = gw.namespace().ok_or(Error::Missing {
@@ -593,7 +596,8 @@ impl Applier {
             tracing::info!(gateway = %format!("{}/{}", key.0, key.1), hash = %&want_hash[..12], "config written");
         }
 
-        let cert_data = self.cert_data(secrets, stores).await?;
+        let mut cert_data = self.cert_data(secrets, stores).await?;
+        cert_data.extend(llm_data);
         let objs = objects(gw, &names, &owner, &cfg, &self.image, cert_data);
         let objs_hash = sha256_hex(&serde_json::to_vec(&objs).map_err(|e| Error::Encode {
             what: "proxy objects".to_string(),

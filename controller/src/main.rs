@@ -5,6 +5,7 @@
 mod apply;
 mod error;
 mod leader;
+mod llm_files;
 mod metrics;
 mod reconcile;
 mod status;
@@ -153,6 +154,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     notify.notify_one();
     let reconciler = reconcile::Reconciler {
         applier: apply::Applier::new(client.clone(), proxy_image, metrics.clone()),
+        llm_files: llm_files::LlmFileReader::new(client.clone()),
         status: status::StatusWriter::new(client, metrics.clone(), cli.controller_name),
         stores,
         metrics,

@@ -3,6 +3,7 @@
 
 use crate::apply::Applier;
 use crate::error::Error;
+use crate::llm_files::LlmFileReader;
 use crate::metrics::Metrics;
 use crate::status::StatusWriter;
 use crate::watch::Stores;
@@ -28,6 +29,8 @@ pub struct Reconciler {
     pub stores: Stores,
     pub applier: Applier,
     pub status: StatusWriter,
+    /// Values of the LLM credential, JWKS and CA files each proxy's Secret carries.
+    pub llm_files: LlmFileReader,
     pub metrics: Arc<Metrics>,
     pub notify: Arc<Notify>,
     pub settings: Settings,
@@ -57,7 +60,24 @@ impl Reconciler {
                 continue;
             };
             let secrets = t.secrets_needed.get(key).unwrap_or(&empty);
-            match self.applier.apply(&gw, cfg, secrets, &self.stores).await {
+            let llm_data = match self
+                .llm_files
+                .data(t.llm_files.get(key), &self.stores)
+                .await
+            {
+                Ok(d) => d,
+                Err(e) => {
+                    // Without its files the proxy would refuse the new config: keep the old.
+                    addresses.insert(key.clone(), self.applier.address(key));
+                    errors.push(e);
+                    continue;
+                }
+            };
+            match self
+                .applier
+                .apply(&gw, cfg, secrets, llm_data, &self.stores)
+                .await
+            {
                 Ok(addr) => {
                     addresses.insert(key.clone(), addr);
                 }
@@ -71,6 +91,8 @@ impl Reconciler {
         let keep: BTreeSet<ObjectKey> = t.proxies.keys().cloned().collect();
         let needed: BTreeSet<ObjectKey> = t.secrets_needed.values().flatten().cloned().collect();
         self.applier.retain(&keep, &needed);
+        let llm_needed = t.llm_files.values().flatten().cloned().collect();
+        self.llm_files.retain(&llm_needed);
         self.applier.end_pass();
         errors.extend(self.status.write(&t, &self.stores, &addresses).await);
         errors

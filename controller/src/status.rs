@@ -23,6 +23,8 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+mod llm;
+
 /// The current time as `metav1.Time` writes it (RFC 3339, whole seconds, UTC).
 pub fn now() -> String {
     jiff::Timestamp::now()
@@ -235,8 +237,14 @@ impl StatusWriter {
                 continue;
             };
             let existing = status_of(&*gc);
+            let features: Vec<Value> = st
+                .supported_features
+                .iter()
+                .map(|f| json!({ "name": f }))
+                .collect();
             let want = json!({
                 "conditions": with_times(&st.conditions, existing.as_ref().and_then(|e| e.get("conditions")), &now),
+                "supportedFeatures": features,
             });
             if existing
                 .as_ref()
@@ -284,6 +292,7 @@ impl StatusWriter {
             self.routes::<TlsRoute>(RouteKind::Tls, s, t, &now, &mut errors)
                 .await;
         }
+        self.llm(t, stores, &now, &mut errors).await;
         errors
     }
 
@@ -412,10 +421,13 @@ fn normal_entry(mut v: Value) -> Value {
 
 /// GatewayClass: only the conditions are ours.
 fn covers_gateway_class(have: &Value, want: &Value) -> bool {
-    covers(
-        have.get("conditions").unwrap_or(&Value::Null),
-        want.get("conditions").unwrap_or(&Value::Null),
-    )
+    let empty = Value::Array(Vec::new());
+    ["conditions", "supportedFeatures"].iter().all(|k| {
+        covers(
+            have.get(*k).filter(|v| !v.is_null()).unwrap_or(&empty),
+            want.get(*k).unwrap_or(&empty),
+        )
+    })
 }
 
 /// Gateway: conditions, listeners and addresses must match (other keys are not ours).

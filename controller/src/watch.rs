@@ -2,7 +2,8 @@
 //! waking the reconcile loop on every event. [`Stores::snapshot`] turns the stores into the
 //! translation's [`Snapshot`].
 
-use citoroute_translate::{SecretInfo, Snapshot};
+use citoroute_crds::{Consumer, JwtValidationPolicy, LlmBackend, LlmRoute};
+use citoroute_translate::{ConfigMapInfo, SecretInfo, Snapshot};
 use futures::StreamExt;
 use gateway_api::experimental::gatewayclasses::GatewayClass;
 use gateway_api::experimental::gateways::Gateway;
@@ -32,6 +33,11 @@ pub const MANAGED_BY: &str = "citoroute-controller";
 /// key does not parse.
 const CERT_PROBLEM: &str = "citoroute.io/certificate-problem";
 
+/// In-memory annotations the Secret and ConfigMap reflectors set before dropping values: the
+/// keys holding a JWKS document, and (ConfigMaps) the keys holding PEM certificates.
+const JWKS_KEYS: &str = "citoroute.io/jwks-keys";
+const PEM_CERTIFICATE_KEYS: &str = "citoroute.io/pem-certificate-keys";
+
 /// The reflector stores. Optional kinds are `None` when their CRD is not installed.
 #[derive(Clone)]
 pub struct Stores {
@@ -51,6 +57,14 @@ pub struct Stores {
     pub config_maps: Store<ConfigMap>,
     /// The proxy Deployments this controller wrote (to skip unchanged object writes).
     pub deployments: Store<Deployment>,
+    /// Every ConfigMap, values removed (key names and the JWKS/certificate checks remain),
+    /// for the JWKS documents and CA bundles the `citoroute.io` objects name.
+    pub referenced_config_maps: Store<ConfigMap>,
+    /// The `citoroute.io` kinds; `None` when their CRDs are not installed.
+    pub llm_backends: Option<Store<LlmBackend>>,
+    pub llm_routes: Option<Store<LlmRoute>>,
+    pub consumers: Option<Store<Consumer>>,
+    pub jwt_policies: Option<Store<JwtValidationPolicy>>,
 }
 
 /// Starts one reflector task; every event (including the initial list) wakes `notify`.
@@ -87,6 +101,8 @@ fn strip_managed_fields<K: Resource>(o: &mut K) {
 
 fn strip_secret(s: &mut Secret) {
     s.metadata.managed_fields = None;
+    let jwks_keys = citoroute_translate::secret_jwks_keys(s);
+    annotate_keys(&mut s.metadata, JWKS_KEYS, jwks_keys);
     if s.type_.as_deref() == Some("kubernetes.io/tls") {
         let data = s.data.as_ref();
         let problem = certificate_problem(
@@ -106,6 +122,62 @@ fn strip_secret(s: &mut Secret) {
         }
     }
     s.string_data = None;
+}
+
+/// Keeps only key names of a ConfigMap, after noting which keys hold a JWKS document or PEM
+/// certificates.
+fn strip_config_map(cm: &mut ConfigMap) {
+    cm.metadata.managed_fields = None;
+    if let Some(info) = ConfigMapInfo::from_config_map(cm) {
+        annotate_keys(&mut cm.metadata, JWKS_KEYS, info.jwks_keys);
+        annotate_keys(
+            &mut cm.metadata,
+            PEM_CERTIFICATE_KEYS,
+            info.certificate_keys,
+        );
+    }
+    if let Some(d) = cm.data.as_mut() {
+        for v in d.values_mut() {
+            v.clear();
+        }
+    }
+    if let Some(d) = cm.binary_data.as_mut() {
+        for v in d.values_mut() {
+            *v = ByteString(Vec::new());
+        }
+    }
+}
+
+/// Records a set of keys in an annotation (keys never contain a comma).
+fn annotate_keys(
+    meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    annotation: &str,
+    keys: std::collections::BTreeSet<String>,
+) {
+    if keys.is_empty() {
+        return;
+    }
+    let list: Vec<String> = keys.into_iter().collect();
+    meta.annotations
+        .get_or_insert_with(Default::default)
+        .insert(annotation.to_string(), list.join(","));
+}
+
+/// The keys an [`annotate_keys`] annotation lists.
+fn annotated_keys(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    annotation: &str,
+) -> std::collections::BTreeSet<String> {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(annotation))
+        .map(|v| {
+            v.split(',')
+                .filter(|k| !k.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Why a `tls.crt`/`tls.key` pair is unusable, if it is: the certificate must hold at least
@@ -230,9 +302,19 @@ impl Stores {
             deployments: reflect(
                 Api::all(client.clone()),
                 cfg().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")),
-                notify,
+                notify.clone(),
                 strip_managed_fields::<Deployment>,
             ),
+            referenced_config_maps: reflect(
+                Api::all(client.clone()),
+                cfg(),
+                notify.clone(),
+                strip_config_map,
+            ),
+            llm_backends: optional(client, &notify).await,
+            llm_routes: optional(client, &notify).await,
+            consumers: optional(client, &notify).await,
+            jwt_policies: optional(client, &notify).await,
         }
     }
 
@@ -257,6 +339,19 @@ impl Stores {
         self.namespaces.wait_until_ready().await?;
         self.config_maps.wait_until_ready().await?;
         self.deployments.wait_until_ready().await?;
+        self.referenced_config_maps.wait_until_ready().await?;
+        if let Some(s) = &self.llm_backends {
+            s.wait_until_ready().await?;
+        }
+        if let Some(s) = &self.llm_routes {
+            s.wait_until_ready().await?;
+        }
+        if let Some(s) = &self.consumers {
+            s.wait_until_ready().await?;
+        }
+        if let Some(s) = &self.jwt_policies {
+            s.wait_until_ready().await?;
+        }
         Ok(())
     }
 
@@ -286,6 +381,18 @@ impl Stores {
                     .as_ref()
                     .and_then(|a| a.get(CERT_PROBLEM))
                     .cloned();
+                info.jwks_keys = annotated_keys(&s.metadata, JWKS_KEYS);
+                Some(info)
+            })
+            .collect();
+        let config_maps = self
+            .referenced_config_maps
+            .state()
+            .iter()
+            .filter_map(|cm| {
+                let mut info = ConfigMapInfo::from_config_map(cm)?;
+                info.jwks_keys = annotated_keys(&cm.metadata, JWKS_KEYS);
+                info.certificate_keys = annotated_keys(&cm.metadata, PEM_CERTIFICATE_KEYS);
                 Some(info)
             })
             .collect();
@@ -300,6 +407,11 @@ impl Stores {
             endpoint_slices: all(&self.endpoint_slices),
             secrets,
             namespaces: all(&self.namespaces),
+            config_maps,
+            llm_backends: opt(&self.llm_backends),
+            llm_routes: opt(&self.llm_routes),
+            consumers: opt(&self.consumers),
+            jwt_policies: opt(&self.jwt_policies),
             ..Snapshot::default()
         }
     }
@@ -320,6 +432,37 @@ mod tests {
     }
 
     #[test]
+    fn config_map_values_are_stripped_after_the_checks() {
+        let jwks = r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#;
+        let pem = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let mut cm = ConfigMap {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some("c".to_string()),
+                namespace: Some("ns".to_string()),
+                ..Default::default()
+            },
+            data: Some(
+                [
+                    ("jwks.json".to_string(), jwks.to_string()),
+                    ("ca.crt".to_string(), pem.to_string()),
+                    ("other".to_string(), "x".to_string()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        strip_config_map(&mut cm);
+        assert!(cm.data.iter().flatten().all(|(_, v)| v.is_empty()));
+        let keys = |a| {
+            annotated_keys(&cm.metadata, a)
+                .into_iter()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(JWKS_KEYS), ["jwks.json"]);
+        assert_eq!(keys(PEM_CERTIFICATE_KEYS), ["ca.crt"]);
+    }
+
+    #[test]
     fn secret_values_are_stripped() {
         let mut s = Secret {
             type_: Some("kubernetes.io/tls".to_string()),
@@ -332,9 +475,19 @@ mod tests {
             ),
             ..Default::default()
         };
+        s.data.get_or_insert_with(Default::default).insert(
+            "jwks".to_string(),
+            ByteString(br#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#.to_vec()),
+        );
         strip_secret(&mut s);
+        assert_eq!(
+            annotated_keys(&s.metadata, JWKS_KEYS)
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["jwks"]
+        );
         let data = s.data.unwrap_or_default();
-        assert_eq!(data.len(), 2);
+        assert_eq!(data.len(), 3);
         assert!(data.values().all(|v| v.0.is_empty()));
         assert!(
             s.metadata

@@ -279,33 +279,17 @@ impl ProxyHttp for Engine {
                     .headers
                     .contains_key(http::header::ACCESS_CONTROL_REQUEST_METHOD);
             if preflight {
-                let mut headers = Vec::new();
-                if cors.allows(&origin) {
-                    headers.push((
-                        "access-control-allow-origin",
-                        cors.allow_origin_value(&origin),
-                    ));
-                    headers.push((
-                        "access-control-allow-methods",
-                        cors.allow_methods.to_str().unwrap_or("GET").to_string(),
-                    ));
-                    if let Some(h) = &cors.allow_headers {
-                        headers.push((
-                            "access-control-allow-headers",
-                            h.to_str().unwrap_or_default().to_string(),
-                        ));
-                    }
-                    if let Some(m) = &cors.max_age {
-                        headers.push((
-                            "access-control-max-age",
-                            m.to_str().unwrap_or_default().to_string(),
-                        ));
-                    }
-                    if cors.allow_credentials {
-                        headers.push(("access-control-allow-credentials", "true".to_string()));
-                    }
-                    headers.push(("vary", "Origin".to_string()));
-                }
+                let header =
+                    |n: http::header::HeaderName| req.headers.get(n).and_then(|v| v.to_str().ok());
+                let headers = if cors.allows(&origin) {
+                    cors.preflight_headers(
+                        &origin,
+                        header(http::header::ACCESS_CONTROL_REQUEST_METHOD),
+                        header(http::header::ACCESS_CONTROL_REQUEST_HEADERS),
+                    )
+                } else {
+                    Vec::new()
+                };
                 ctx.host = host;
                 respond(session, 204, &headers, "").await?;
                 return Ok(true);

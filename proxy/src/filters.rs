@@ -36,7 +36,11 @@ pub struct HeaderMods {
 pub struct Cors {
     pub allow_origins: Vec<String>,
     pub allow_methods: HeaderValue,
+    /// `allowMethods: ["*"]`: a preflight gets the method it asks for back.
+    pub any_method: bool,
     pub allow_headers: Option<HeaderValue>,
+    /// `allowHeaders: ["*"]`: a preflight gets the headers it asks for back.
+    pub any_header: bool,
     pub expose_headers: Option<HeaderValue>,
     pub max_age: Option<HeaderValue>,
     pub allow_credentials: bool,
@@ -59,13 +63,53 @@ impl Cors {
         })
     }
 
-    /// The value of `Access-Control-Allow-Origin` for an allowed origin.
-    pub fn allow_origin_value(&self, origin: &str) -> String {
-        if self.allow_origins.iter().any(|o| o == "*") && !self.allow_credentials {
-            "*".to_string()
-        } else {
-            origin.to_string()
+    /// The preflight answer for an allowed origin. Wildcard methods and headers are answered
+    /// with what the request asks for: browsers do not accept `*` on credentialed requests,
+    /// and echoing is equally valid without credentials.
+    pub fn preflight_headers(
+        &self,
+        origin: &str,
+        request_method: Option<&str>,
+        request_headers: Option<&str>,
+    ) -> Vec<(&'static str, String)> {
+        let text = |v: &HeaderValue| v.to_str().unwrap_or_default().to_string();
+        let mut out = vec![(
+            "access-control-allow-origin",
+            self.allow_origin_value(origin),
+        )];
+        let methods = match request_method {
+            Some(m) if self.any_method && !m.is_empty() => m.to_string(),
+            _ => text(&self.allow_methods),
+        };
+        out.push(("access-control-allow-methods", methods));
+        match request_headers {
+            Some(h) if self.any_header && !h.trim().is_empty() => {
+                out.push(("access-control-allow-headers", h.to_string()))
+            }
+            _ => {
+                if let Some(h) = &self.allow_headers {
+                    out.push(("access-control-allow-headers", text(h)));
+                }
+            }
         }
+        if let Some(h) = &self.expose_headers {
+            out.push(("access-control-expose-headers", text(h)));
+        }
+        if let Some(m) = &self.max_age {
+            out.push(("access-control-max-age", text(m)));
+        }
+        if self.allow_credentials {
+            out.push(("access-control-allow-credentials", "true".to_string()));
+        }
+        out.push(("vary", "Origin".to_string()));
+        out
+    }
+
+    /// The value of `Access-Control-Allow-Origin` for an allowed origin: always the origin
+    /// itself (with `Vary: Origin`), never `*`, so that the answer is the same with and
+    /// without credentials and caches keep origins apart.
+    pub fn allow_origin_value(&self, origin: &str) -> String {
+        origin.to_string()
     }
 }
 
@@ -130,7 +174,9 @@ pub fn compile_filters(
                 out.cors = Some(Arc::new(Cors {
                     allow_origins: c.allow_origins.clone(),
                     allow_methods: join(&methods)?.unwrap_or(HeaderValue::from_static("GET")),
+                    any_method: c.allow_methods.iter().any(|m| m == "*"),
                     allow_headers: join(&c.allow_headers)?,
+                    any_header: c.allow_headers.iter().any(|h| h == "*"),
                     expose_headers: join(&c.expose_headers)?,
                     max_age: c.max_age.map(HeaderValue::from),
                     allow_credentials: c.allow_credentials,
@@ -295,7 +341,9 @@ mod tests {
         let c = Cors {
             allow_origins: vec!["https://*.example.com".into(), "http://a.test".into()],
             allow_methods: HeaderValue::from_static("GET"),
+            any_method: false,
             allow_headers: None,
+            any_header: false,
             expose_headers: None,
             max_age: None,
             allow_credentials: false,

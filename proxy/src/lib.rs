@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod client_auth;
 pub mod engine;
 pub mod filters;
 pub mod llm;

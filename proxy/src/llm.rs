@@ -11,12 +11,17 @@
 //! 2. The request body is read whole (at most [`MAX_BODY`], else 413).
 //! 3. A backend is chosen by weight among those not cooling down after a `retry-after`.
 //! 4. [`citoroute_llm::build_upstream_request`] gives the provider request (auth included);
-//!    it is sent with this module's own HTTP/1.1 client (hyper over TCP or rustls).
+//!    it is sent with this module's own HTTP/1.1 client ([`client`]: hyper over TCP or rustls,
+//!    a backend's `ca_file` added to the system roots).
 //! 5. Failover: a connect error, a timeout before the response head, 429 or 5xx moves on to
 //!    the next backend by weight (never 400/401/403; never once the client got a byte); a
 //!    `retry-after` keeps that backend out of the choice for that long.
 //! 6. The response is translated back: whole for non-streaming requests and for errors,
 //!    chunk by chunk for streams (server-sent events ending in `data: [DONE]`).
+//!
+//! Keys and credentials that change at run time live in background loops on one side thread
+//! ([`side`]): the JWKS ([`jwks`]: a file re-read on change, or a URL refetched) and AWS
+//! credentials from the default chain ([`aws`]). Requests only read their latest result.
 //!
 //! While waiting for the provider the client connection is watched: if the client goes away,
 //! the upstream request is dropped and its connection closed at once.
@@ -25,30 +30,32 @@
 //! failover (a new request to another host, with another body) and response translation
 //! (status and headers depend on the whole upstream body) in one straight-line function.
 
+mod aws;
+mod client;
+mod jwks;
+mod side;
+
 use crate::backend::now_nanos;
 use crate::metrics::Metrics;
 use crate::router::CompileError;
+use aws::AwsCredentialSource;
 use bytes::{Bytes, BytesMut};
 use citoroute_config::{LlmProvider, ProxyConfig};
 use citoroute_core::WeightedPicker;
-use citoroute_llm::jwt::{JwtConfig, JwtValidator};
-use citoroute_llm::{
-    BackendTarget, Credentials, LlmError, Provider, StreamTranslator, UpstreamRequest,
-};
+use citoroute_llm::jwt::{JwtConfig, JwtError};
+use citoroute_llm::{BackendTarget, Credentials, LlmError, Provider, StreamTranslator};
+use client::{Clients, read_all, send};
 use http::HeaderName;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::TokioIo;
+use jwks::{JwksSource, Origin};
 use pingora_error::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
 /// Largest client request body accepted (413 beyond).
 pub const MAX_BODY: usize = 8 << 20;
@@ -67,7 +74,9 @@ pub struct LlmShared {
 }
 
 struct JwtAuth {
-    validator: JwtValidator,
+    /// Issuer, audiences, claim, leeway (its `jwks_json` is unused: keys come from `keys`).
+    rules: JwtConfig,
+    keys: Arc<JwksSource>,
     header: HeaderName,
 }
 
@@ -117,12 +126,42 @@ impl ConsumerState {
     }
 }
 
-/// One LLM backend, compiled: target, credentials read from their files, cooling state.
+/// How a backend authenticates.
+#[derive(Debug)]
+enum Auth {
+    /// An API key or AWS keys read from files (or nothing).
+    Fixed(Arc<Credentials>),
+    /// Bedrock without credential files: the AWS default chain, renewed in the background.
+    AwsChain(Arc<AwsCredentialSource>),
+}
+
+impl Auth {
+    fn credentials(&self) -> Result<Arc<Credentials>, LlmError> {
+        match self {
+            Auth::Fixed(c) => Ok(c.clone()),
+            Auth::AwsChain(src) => src.credentials().ok_or_else(|| {
+                error(
+                    502,
+                    "api_error",
+                    "upstream_unavailable",
+                    format!(
+                        "no AWS credentials: {}",
+                        src.last_error()
+                            .unwrap_or_else(|| "the default chain found none".into())
+                    ),
+                )
+            }),
+        }
+    }
+}
+
+/// One LLM backend, compiled: target, credentials, its HTTP client, cooling state.
 #[derive(Debug)]
 pub struct LlmBackendState {
     pub name: Arc<str>,
     target: BackendTarget,
-    creds: Credentials,
+    auth: Auth,
+    clients: Clients,
     timeout: Duration,
     /// `now_nanos()` before which this backend is skipped (0: not cooling).
     cooling_until: AtomicU64,
@@ -171,20 +210,31 @@ pub type LlmBackends = HashMap<String, Arc<LlmBackendState>>;
 pub fn compile(cfg: &ProxyConfig) -> Result<(Arc<LlmShared>, LlmBackends), CompileError> {
     let jwt = match &cfg.jwt {
         Some(j) if !cfg.llm_routes.is_empty() => {
-            let jwks_json = std::fs::read_to_string(&j.jwks_file).map_err(|e| {
-                CompileError::Invalid(format!("jwt: cannot read {}: {e}", j.jwks_file))
-            })?;
-            let validator = JwtValidator::new(JwtConfig {
-                issuer: j.issuer.clone(),
-                audiences: j.audiences.clone(),
-                jwks_json,
-                claim: j.claim.clone(),
-                leeway_secs: 30,
-            })
-            .map_err(|e| CompileError::Invalid(format!("jwt: {}: {e}", j.jwks_file)))?;
+            let origin = if j.jwks_url.is_empty() {
+                Origin::File(j.jwks_file.clone().into())
+            } else {
+                Origin::Url {
+                    url: j.jwks_url.clone(),
+                    every: j
+                        .jwks_refresh_interval
+                        .map(|d| d.0)
+                        .unwrap_or(jwks::DEFAULT_REFRESH),
+                }
+            };
+            let keys = JwksSource::get(origin).map_err(CompileError::Invalid)?;
             let header = HeaderName::from_bytes(j.header.to_ascii_lowercase().as_bytes())
                 .map_err(|_| CompileError::Invalid(format!("jwt: bad header {:?}", j.header)))?;
-            Some(JwtAuth { validator, header })
+            Some(JwtAuth {
+                rules: JwtConfig {
+                    issuer: j.issuer.clone(),
+                    audiences: j.audiences.clone(),
+                    jwks_json: String::new(),
+                    claim: j.claim.clone(),
+                    leeway_secs: 30,
+                },
+                keys,
+                header,
+            })
         }
         _ => None,
     };
@@ -214,21 +264,31 @@ pub fn compile(cfg: &ProxyConfig) -> Result<(Arc<LlmShared>, LlmBackends), Compi
         .filter(|(n, _)| used.contains(n.as_str()))
     {
         let what = format!("LLM backend {name:?}");
-        let creds = if let Some(f) = &b.api_key_file {
-            Credentials::ApiKey(read_secret(&what, f)?)
+        let auth = if let Some(f) = &b.api_key_file {
+            Auth::Fixed(Arc::new(Credentials::ApiKey(read_secret(&what, f)?)))
         } else if let (Some(id), Some(secret)) =
             (&b.aws_access_key_id_file, &b.aws_secret_access_key_file)
         {
-            Credentials::Aws {
+            Auth::Fixed(Arc::new(Credentials::Aws {
                 access_key_id: read_secret(&what, id)?,
                 secret_access_key: read_secret(&what, secret)?,
                 session_token: match &b.aws_session_token_file {
                     Some(f) => Some(read_secret(&what, f)?),
                     None => None,
                 },
-            }
+            }))
+        } else if let (LlmProvider::Bedrock, Some(region)) = (b.provider, &b.region) {
+            Auth::AwsChain(
+                AwsCredentialSource::get(region)
+                    .map_err(|e| CompileError::Invalid(format!("{what}: {e}")))?,
+            )
         } else {
-            Credentials::None
+            Auth::Fixed(Arc::new(Credentials::None))
+        };
+        let clients = match &b.ca_file {
+            Some(f) => client::clients_with_ca(f)
+                .map_err(|e| CompileError::Invalid(format!("{what}: ca_file: {e}")))?,
+            None => client::default_clients(),
         };
         let provider = match b.provider {
             LlmProvider::OpenAi => Provider::OpenAi,
@@ -246,7 +306,8 @@ pub fn compile(cfg: &ProxyConfig) -> Result<(Arc<LlmShared>, LlmBackends), Compi
                     region: b.region.clone(),
                     anthropic_version: b.anthropic_version.clone(),
                 },
-                creds,
+                auth,
+                clients,
                 timeout: b.timeout.map(|t| t.0).unwrap_or(DEFAULT_TIMEOUT),
                 cooling_until: AtomicU64::new(0),
             }),
@@ -426,16 +487,20 @@ pub async fn serve(metrics: &Metrics, session: &mut Session, route: &LlmRoute) -
             .filter(|t| !t.is_empty())
             .map(str::to_string);
         let claims = match token {
-            None => Err("missing token".to_string()),
-            Some(t) => jwt
-                .validator
-                .validate(&t, unix_now())
-                .map_err(|e| format!("invalid token: {e}")),
+            None => Err(error(
+                401,
+                "invalid_request_error",
+                "invalid_api_key",
+                "missing token",
+            )),
+            Some(t) => validate_token(jwt, &t).await,
         };
         let claims = match claims {
             Ok(c) => c,
-            Err(msg) => {
-                let e = error(401, "invalid_request_error", "invalid_api_key", msg);
+            Err(e) if e.status != 401 => {
+                return reject(session, metrics, "", None, "", &e, &[]).await;
+            }
+            Err(e) => {
                 return reject(
                     session,
                     metrics,
@@ -551,12 +616,9 @@ pub async fn serve(metrics: &Metrics, session: &mut Session, route: &LlmRoute) -
             None
         };
         let attempt_start = Instant::now();
-        let req = match citoroute_llm::build_upstream_request(
-            &b.target,
-            &b.creds,
-            &body,
-            SystemTime::now(),
-        ) {
+        let req = match b.auth.credentials().and_then(|creds| {
+            citoroute_llm::build_upstream_request(&b.target, &creds, &body, SystemTime::now())
+        }) {
             Ok(r) => r,
             Err(e) if (400..500).contains(&e.status) => {
                 return reject(
@@ -595,10 +657,11 @@ pub async fn serve(metrics: &Metrics, session: &mut Session, route: &LlmRoute) -
             ),
             unix_now(),
         );
-        let sent = match watch_client(session, timeout(b.timeout, send(&req))).await {
-            ClientOr::Gone => return Err(client_gone()),
-            ClientOr::Done(r) => r,
-        };
+        let sent =
+            match watch_client(session, timeout(b.timeout, send(&b.clients.get(), req))).await {
+                ClientOr::Gone => return Err(client_gone()),
+                ClientOr::Done(r) => r,
+            };
         let resp = match sent {
             Ok(x) => x,
             Err(e) => {
@@ -742,6 +805,46 @@ pub async fn serve(metrics: &Metrics, session: &mut Session, route: &LlmRoute) -
     Ok(e.status)
 }
 
+/// Validates a token with the current keys. An unknown `kid`, or no keys yet, asks the key
+/// source for one early refresh (rate limited) and tries again: keys rotate.
+async fn validate_token(
+    jwt: &JwtAuth,
+    token: &str,
+) -> Result<citoroute_llm::jwt::Claims, LlmError> {
+    let check = || match jwt.keys.keys() {
+        Some(set) => {
+            citoroute_llm::jwt::validate(&jwt.rules, &set, token, unix_now()).map_err(|e| {
+                let unknown = matches!(e, JwtError::UnknownKid(_));
+                let e = error(
+                    401,
+                    "invalid_request_error",
+                    "invalid_api_key",
+                    format!("invalid token: {e}"),
+                );
+                (e, unknown)
+            })
+        }
+        None => Err((
+            error(
+                503,
+                "api_error",
+                "jwks_unavailable",
+                format!(
+                    "the gateway has no keys to check tokens with yet: {}",
+                    jwt.keys
+                        .last_error()
+                        .unwrap_or_else(|| "still loading".into())
+                ),
+            ),
+            true,
+        )),
+    };
+    match check() {
+        Err((_, true)) if jwt.keys.refresh_now().await => check().map_err(|(e, _)| e),
+        other => other.map_err(|(e, _)| e),
+    }
+}
+
 /// Streams a 2xx provider stream back as OpenAI SSE; calls `done` with the status and the
 /// usage the provider reported before the last write. Returns the status sent (200).
 async fn stream_back(
@@ -846,204 +949,22 @@ async fn watch_client<F: std::future::Future>(session: &mut Session, f: F) -> Cl
     }
 }
 
+// Pingora's timer-thread timeouts rather than Tokio's: arming a Tokio timer on an otherwise
+// timer-less worker runtime writes its eventfd (a syscall and an extra reactor turn per request),
+// and these are armed only if the future is still pending after its first poll.
 async fn timeout<T>(
     d: Duration,
     f: impl std::future::Future<Output = Result<T, LlmError>>,
 ) -> Result<T, LlmError> {
-    tokio::time::timeout(d, f)
+    pingora_timeout::fast_timeout::fast_timeout(d, f)
         .await
         .unwrap_or_else(|_| Err(error(504, "api_error", "timeout", "upstream timed out")))
 }
 
 async fn timeout_opt<T>(d: Duration, f: impl std::future::Future<Output = T>) -> Result<T, ()> {
-    tokio::time::timeout(d, f).await.map_err(|_| ())
-}
-
-// ---------------------------------------------------------------------------------------------
-// The upstream client: HTTP/1.1 over TCP or rustls, idle connections pooled per host.
-
-/// A client connection: plain TCP or TLS.
-pub enum UpstreamIo {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for UpstreamIo {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-            UpstreamIo::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for UpstreamIo {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-            UpstreamIo::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
-            UpstreamIo::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-            UpstreamIo::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
-impl Connection for UpstreamIo {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
-
-/// Connects to `http://` and `https://` URIs (system roots, SNI from the host, ALPN
-/// `http/1.1`).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Connector;
-
-impl tower_service::Service<http::Uri> for Connector {
-    type Response = TokioIo<UpstreamIo>;
-    type Error = std::io::Error;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = std::io::Result<TokioIo<UpstreamIo>>> + Send>,
-    >;
-
-    fn poll_ready(
-        &mut self,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: http::Uri) -> Self::Future {
-        Box::pin(async move {
-            let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
-            let host = uri
-                .host()
-                .ok_or_else(|| bad("upstream URI has no host".into()))?
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
-            let https = uri.scheme_str() == Some("https");
-            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
-            let _ = tcp.set_nodelay(true);
-            if !https {
-                return Ok(TokioIo::new(UpstreamIo::Plain(tcp)));
-            }
-            let name = rustls::pki_types::ServerName::try_from(host.clone())
-                .map_err(|_| bad(format!("{host} is not a valid TLS server name")))?;
-            let tls = tokio_rustls::TlsConnector::from(tls_config())
-                .connect(name, tcp)
-                .await?;
-            Ok(TokioIo::new(UpstreamIo::Tls(Box::new(tls))))
-        })
-    }
-}
-
-type UpstreamClient = hyper_util::client::legacy::Client<Connector, Full<Bytes>>;
-
-fn client() -> &'static UpstreamClient {
-    static CLIENT: OnceLock<UpstreamClient> = OnceLock::new();
-    CLIENT.get_or_init(|| {
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
-            .build(Connector)
-    })
-}
-
-fn tls_config() -> Arc<rustls::ClientConfig> {
-    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let mut roots = rustls::RootCertStore::empty();
-            match rustls_native_certs::load_native_certs() {
-                Ok(certs) => {
-                    let _ = roots.add_parsable_certificates(certs);
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot load the system's root certificates"),
-            }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut cfg = match rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-            {
-                Ok(b) => b.with_root_certificates(roots).with_no_client_auth(),
-                Err(_) => rustls::ClientConfig::builder()
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth(),
-            };
-            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-            Arc::new(cfg)
-        })
-        .clone()
-}
-
-/// Sends one upstream request. Dropping the returned response (or its body) before the end
-/// closes that connection, which is how a client disconnect cancels the provider's work.
-async fn send(req: &UpstreamRequest) -> Result<hyper::Response<Incoming>, LlmError> {
-    let mut builder = hyper::Request::builder()
-        .method(req.method.clone())
-        .uri(req.uri.clone());
-    if let Some(h) = builder.headers_mut() {
-        *h = req.headers.clone();
-        h.insert(
-            http::header::CONTENT_LENGTH,
-            http::HeaderValue::from(req.body.len()),
-        );
-    }
-    let request = builder
-        .body(Full::new(req.body.clone()))
-        .map_err(|e| LlmError::internal(format!("bad upstream request: {e}")))?;
-    client().request(request).await.map_err(|e| {
-        let mut msg = format!(
-            "upstream {} failed: {e}",
-            req.uri.authority().map(|a| a.as_str()).unwrap_or("")
-        );
-        let mut src = std::error::Error::source(&e);
-        while let Some(s) = src {
-            msg.push_str(&format!(": {s}"));
-            src = s.source();
-        }
-        error(502, "api_error", "upstream_unavailable", msg)
-    })
-}
-
-async fn read_all(mut body: Incoming, cap: usize) -> Result<Bytes, LlmError> {
-    let mut out = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|e| LlmError::bad_upstream(format!("reading upstream body: {e}")))?;
-        if let Ok(d) = frame.into_data() {
-            if out.len() + d.len() > cap {
-                return Err(LlmError::bad_upstream("upstream body too large"));
-            }
-            out.extend_from_slice(&d);
-        }
-    }
-    Ok(out.freeze())
+    pingora_timeout::fast_timeout::fast_timeout(d, f)
+        .await
+        .map_err(|_| ())
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! pointer swap. Requests in flight keep the generation they started with.
 
 use crate::backend::BreakerRegistry;
+use crate::client_auth::ClientAuthTable;
 use crate::metrics::Metrics;
 use crate::router::Router;
 use crate::tls::CertTable;
@@ -105,6 +106,8 @@ pub fn sockets(cfg: &ProxyConfig) -> BTreeSet<(String, u16, bool)> {
 pub struct Reloader {
     pub router: Arc<ArcSwap<Router>>,
     pub certs: Arc<ArcSwap<CertTable>>,
+    /// Client certificate policies per port (frontend mTLS).
+    pub client_auth: Arc<ArcSwap<ClientAuthTable>>,
     pub metrics: Arc<Metrics>,
     breakers: BreakerRegistry,
     generation: AtomicU64,
@@ -117,11 +120,13 @@ impl Reloader {
         let cfg = Arc::new(ProxyConfig::from_bytes(bytes).map_err(|e| e.to_string())?);
         let breakers = BreakerRegistry::default();
         let certs = CertTable::load(&cfg).map_err(|e| e.to_string())?;
+        let client_auth = ClientAuthTable::load(&cfg)?;
         let router = Router::compile(cfg.clone(), 1, &breakers).map_err(|e| e.to_string())?;
         metrics.config_generation.set(1);
         Ok(Reloader {
             router: Arc::new(ArcSwap::from_pointee(router)),
             certs: Arc::new(ArcSwap::from_pointee(certs)),
+            client_auth: Arc::new(ArcSwap::from_pointee(client_auth)),
             metrics,
             breakers,
             generation: AtomicU64::new(1),
@@ -135,7 +140,16 @@ impl Reloader {
 
     /// Applies new config bytes; on any error the current generation keeps serving.
     pub fn apply(&self, bytes: &[u8]) -> Result<u64, String> {
-        let result = self.try_apply(bytes);
+        let parsed = ProxyConfig::from_bytes(bytes).map_err(|e| e.to_string());
+        self.record(parsed.and_then(|cfg| self.try_apply(Arc::new(cfg))))
+    }
+
+    /// Applies a parsed config; on any error the current generation keeps serving.
+    pub fn apply_config(&self, cfg: Arc<ProxyConfig>) -> Result<u64, String> {
+        self.record(self.try_apply(cfg))
+    }
+
+    fn record(&self, result: Result<u64, String>) -> Result<u64, String> {
         match &result {
             Ok(g) => {
                 self.metrics.config_reloads.inc();
@@ -150,9 +164,9 @@ impl Reloader {
         result
     }
 
-    fn try_apply(&self, bytes: &[u8]) -> Result<u64, String> {
-        let cfg = Arc::new(ProxyConfig::from_bytes(bytes).map_err(|e| e.to_string())?);
+    fn try_apply(&self, cfg: Arc<ProxyConfig>) -> Result<u64, String> {
         let certs = CertTable::load(&cfg).map_err(|e| e.to_string())?;
+        let client_auth = ClientAuthTable::load(&cfg)?;
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         let router =
             Router::compile(cfg.clone(), generation, &self.breakers).map_err(|e| e.to_string())?;
@@ -168,24 +182,87 @@ impl Reloader {
             .set(i64::from(pending));
         // Certificates first: a route on a new hostname never meets the old certificate table.
         self.certs.store(Arc::new(certs));
+        self.client_auth.store(Arc::new(client_auth));
         self.router.store(Arc::new(router));
         self.generation.store(generation, Ordering::Relaxed);
         Ok(generation)
     }
 
-    /// Applies every update from `source` until it ends.
+    /// Applies every update from `source` until it ends. Between updates it also watches the
+    /// certificate and client CA files of the newest config: in Kubernetes their content
+    /// changes (a rotated Secret or CA ConfigMap) while the config text stays the same, and a
+    /// config refused for a file not written yet is retried once the file appears.
     pub async fn watch(&self, mut source: Box<dyn ConfigSource>) {
         tracing::info!(source = %source.describe(), "watching config");
-        while let Some(update) = source.next().await {
-            match update {
-                Ok(bytes) => {
-                    let _ = self.apply(&bytes);
+        // A task of its own, so that the file poll below never cancels a source mid-read.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            while let Some(update) = source.next().await {
+                if tx.send(update).await.is_err() {
+                    break;
                 }
-                Err(e) => {
-                    self.metrics.config_reload_failures.inc();
-                    tracing::error!(error = %e, "config source error; the last good config keeps serving");
+            }
+        });
+        let mut wanted = self.config();
+        let mut stamp = file_stamps(&wanted);
+        loop {
+            tokio::select! {
+                update = rx.recv() => match update {
+                    None => break,
+                    Some(Ok(bytes)) => match ProxyConfig::from_bytes(&bytes) {
+                        Ok(cfg) => {
+                            wanted = Arc::new(cfg);
+                            stamp = file_stamps(&wanted);
+                            let _ = self.apply_config(wanted.clone());
+                        }
+                        Err(e) => {
+                            let _ = self.record(Err(e.to_string()));
+                        }
+                    },
+                    Some(Err(e)) => {
+                        self.metrics.config_reload_failures.inc();
+                        tracing::error!(error = %e, "config source error; the last good config keeps serving");
+                    }
+                },
+                _ = tokio::time::sleep(FILES_POLL) => {
+                    let now = file_stamps(&wanted);
+                    if now != stamp {
+                        stamp = now;
+                        tracing::info!("certificate or CA files changed; reloading the config");
+                        let _ = self.apply_config(wanted.clone());
+                    }
                 }
             }
         }
     }
+}
+
+/// How often the certificate and CA files of the config are looked at.
+const FILES_POLL: Duration = Duration::from_secs(1);
+
+/// Modification time and length of a file (`None`: unreadable), per file.
+type FileStamps = Vec<(String, Option<(SystemTime, u64)>)>;
+
+/// The stamps of the files a config loads at reload: listener certificates and keys, client
+/// CA bundles. Metadata follows symlinks, so a Kubernetes volume's atomic swap shows.
+fn file_stamps(cfg: &ProxyConfig) -> FileStamps {
+    let certs = cfg
+        .certificates
+        .values()
+        .flat_map(|c| [c.cert_file.clone(), c.key_file.clone()]);
+    let cas = cfg
+        .listeners
+        .iter()
+        .filter_map(|l| l.tls.as_ref()?.client_validation.as_ref())
+        .flat_map(|v| v.ca_files.iter().cloned());
+    let files: BTreeSet<String> = certs.chain(cas).collect();
+    files
+        .into_iter()
+        .map(|f| {
+            let stamp = std::fs::metadata(&f)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())));
+            (f, stamp)
+        })
+        .collect()
 }

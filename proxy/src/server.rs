@@ -1,6 +1,7 @@
 //! Process assembly: the Pingora server with one HTTP proxy service carrying every HTTP and
 //! HTTPS socket, plus a side runtime for the admin listener and the config watch.
 
+use crate::client_auth::PortClientVerifier;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::reload::{ConfigSource, FileSource, Reloader};
@@ -94,9 +95,10 @@ pub fn run_with(reloader: Arc<Reloader>, source: Box<dyn ConfigSource>) -> Resul
             if h2 {
                 tls.enable_h2();
             }
-            if let Some(verifier) = client_verifier(&cfg, port)? {
-                tls.set_client_cert_verifier(verifier);
-            }
+            tls.set_client_cert_verifier(Arc::new(PortClientVerifier::new(
+                port,
+                reloader.client_auth.clone(),
+            )));
             Ok(tls)
         };
         if sni_ports.contains(&port) {
@@ -190,46 +192,4 @@ pub fn run_with(reloader: Arc<Reloader>, source: Box<dyn ConfigSource>) -> Resul
 
     tracing::info!(threads, "citoroute-proxy serving");
     server.run_forever()
-}
-
-/// Frontend mTLS for a port: client certificates must chain to the CAs of its listeners'
-/// `client_validation`. Read at start; a change of CAs takes a restart.
-fn client_verifier(
-    cfg: &citoroute_config::ProxyConfig,
-    port: u16,
-) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, String> {
-    let validations: Vec<_> = cfg
-        .listeners
-        .iter()
-        .filter(|l| l.port == port)
-        .filter_map(|l| l.tls.as_ref()?.client_validation.as_ref())
-        .collect();
-    if validations.is_empty() {
-        return Ok(None);
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    for v in &validations {
-        for file in &v.ca_files {
-            let pem = std::fs::read(file).map_err(|e| format!("client CA file {file}: {e}"))?;
-            for der in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let der = der.map_err(|e| format!("client CA file {file}: {e}"))?;
-                roots
-                    .add(der)
-                    .map_err(|e| format!("client CA file {file}: {e}"))?;
-            }
-        }
-    }
-    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        Arc::new(rustls::crypto::ring::default_provider()),
-    );
-    let builder = if validations.iter().all(|v| v.allow_insecure_fallback) {
-        builder.allow_unauthenticated()
-    } else {
-        builder
-    };
-    builder
-        .build()
-        .map(Some)
-        .map_err(|e| format!("client certificate validation on port {port}: {e}"))
 }

@@ -93,6 +93,11 @@ filters = [{ type = "CORS", allow_origins = ["https://app.test", "https://*.wild
 backends = [{ backend = "echo" }]
 
 [[http_routes.rules]]
+matches = [{ path = { type = "PathPrefix", value = "/any-cors" } }]
+filters = [{ type = "CORS", allow_origins = ["*"], allow_methods = ["*"], allow_headers = ["*"], allow_credentials = true }]
+backends = [{ backend = "echo" }]
+
+[[http_routes.rules]]
 matches = [{ path = { type = "PathPrefix", value = "/per-backend" } }]
 backends = [
   { backend = "echo", weight = 1, filters = [
@@ -329,6 +334,7 @@ async fn cors_preflight_and_simple_requests() {
     );
     assert_eq!(r.header("access-control-allow-methods"), Some("GET, POST"));
     assert_eq!(r.header("access-control-allow-headers"), Some("x-user"));
+    assert_eq!(r.header("access-control-expose-headers"), Some("x-backend"));
     assert_eq!(r.header("access-control-max-age"), Some("600"));
     assert!(r.header("access-control-allow-credentials").is_none());
     assert_eq!(
@@ -405,6 +411,50 @@ async fn cors_preflight_and_simple_requests() {
     // Without an Origin, no CORS headers at all.
     let r = send(s.port, "GET", "c.test", "/cors", &[]).await;
     assert!(r.header("access-control-allow-origin").is_none());
+}
+
+/// Wildcards with credentials: browsers refuse `*` on credentialed requests, so the proxy
+/// echoes the origin, the method and the headers the preflight asks for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_wildcards_with_credentials_echo_the_request() {
+    let s = setup().await;
+    let r = send(
+        s.port,
+        "OPTIONS",
+        "c.test",
+        "/any-cors",
+        &[
+            ("origin", "https://other.test"),
+            ("access-control-request-method", "PUT"),
+            ("access-control-request-headers", "x-one, x-two"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://other.test")
+    );
+    assert_eq!(r.header("access-control-allow-methods"), Some("PUT"));
+    assert_eq!(
+        r.header("access-control-allow-headers"),
+        Some("x-one, x-two")
+    );
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    let r = send(
+        s.port,
+        "GET",
+        "c.test",
+        "/any-cors",
+        &[("origin", "https://other.test"), ("cookie", "a=b")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://other.test")
+    );
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,7 @@
 //! attached) the config skeleton and the status.
 
 use crate::backends::Ctx;
+use crate::frontend_tls::{self, ClientCas, ConfigMaps};
 use crate::ir::{self, GatewaySpecIr, ListenerIr};
 use crate::status::*;
 use crate::{GATEWAY_GROUP, ObjectKey, RouteKind, Snapshot, Translation, certificate_files};
@@ -54,6 +55,8 @@ pub(crate) struct ListenerState {
     pub conflicted: Option<&'static str>,
     pub refs_problem: Option<(&'static str, String)>,
     pub certs: Vec<ObjectKey>,
+    /// Client certificate validation (`spec.tls.frontend`) of a TLS-terminating listener.
+    pub client_cas: Option<ClientCas>,
     /// Routes counted in `attachedRoutes`.
     pub attached: BTreeSet<crate::RouteKey>,
 }
@@ -91,6 +94,7 @@ pub(crate) fn build(
     classes: &BTreeSet<String>,
 ) -> BTreeMap<ObjectKey, GatewayState> {
     let mut out = BTreeMap::new();
+    let config_maps = ConfigMaps::new(s);
     for gw in &s.gateways {
         let (Some(ns), Some(name)) = (gw.metadata.namespace.clone(), gw.metadata.name.clone())
         else {
@@ -126,6 +130,7 @@ pub(crate) fn build(
             .iter()
             .map(|l| listener(ctx, &ns, l))
             .collect();
+        frontend_tls::apply(&mut listeners, &spec, ctx, &config_maps, &ns);
         mark_conflicts(&mut listeners);
         let key = (ns, name);
         out.insert(
@@ -152,6 +157,7 @@ fn listener(ctx: &Ctx, gw_ns: &str, l: &ListenerIr) -> ListenerState {
         conflicted: None,
         refs_problem: None,
         certs: Vec::new(),
+        client_cas: None,
         attached: BTreeSet::new(),
     };
     if protocol.is_none() {
@@ -426,8 +432,32 @@ pub(crate) fn finish(gws: BTreeMap<ObjectKey, GatewayState>, t: &mut Translation
                 g,
             ));
             let mut needed = BTreeSet::new();
+            let mut ca_files = BTreeSet::new();
+            let mut insecure_ports = BTreeSet::new();
             for l in gw.listeners.iter().filter(|l| l.programmed()) {
                 needed.extend(l.certs.iter().cloned());
+                if let Some(cas) = &l.client_cas {
+                    ca_files.extend(cas.files());
+                    if cas.insecure_fallback {
+                        insecure_ports.extend(l.port());
+                    }
+                }
+            }
+            if !insecure_ports.is_empty() {
+                let ports: Vec<String> = insecure_ports.iter().map(u16::to_string).collect();
+                conds.push(Condition::new(
+                    "InsecureFrontendValidationMode",
+                    true,
+                    "ConfigurationChanged",
+                    format!(
+                        "client certificate validation on port {} runs AllowInsecureFallback: clients without a valid certificate are admitted",
+                        ports.join(", ")
+                    ),
+                    g,
+                ));
+            }
+            if !ca_files.is_empty() {
+                t.llm_files.entry(key.clone()).or_default().extend(ca_files);
             }
             t.secrets_needed.insert(key.clone(), needed);
             t.proxies.insert(key.clone(), gw.config);
@@ -467,7 +497,7 @@ pub(crate) fn config_listener(l: &ListenerState) -> Option<Listener> {
         _ => Some(ListenerTls {
             mode: TlsMode::Terminate,
             certificates: l.certs.iter().map(|(ns, n)| format!("{ns}/{n}")).collect(),
-            client_validation: None,
+            client_validation: l.client_cas.as_ref().map(ClientCas::config),
         }),
     };
     Some(Listener {

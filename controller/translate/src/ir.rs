@@ -20,6 +20,42 @@ pub(crate) struct GatewaySpecIr {
     pub gateway_class_name: String,
     pub listeners: Vec<ListenerIr>,
     pub addresses: Vec<serde_json::Value>,
+    pub tls: Option<GatewayTlsIr>,
+}
+
+/// `spec.tls`: of it we read the frontend (client certificate) validation.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct GatewayTlsIr {
+    pub frontend: Option<FrontendTlsIr>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct FrontendTlsIr {
+    pub default: FrontendTlsConfigIr,
+    pub per_port: Vec<FrontendPortIr>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct FrontendPortIr {
+    pub port: i32,
+    pub tls: FrontendTlsConfigIr,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct FrontendTlsConfigIr {
+    pub validation: Option<FrontendValidationIr>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub(crate) struct FrontendValidationIr {
+    pub ca_certificate_refs: Vec<ObjRefIr>,
+    /// `AllowValidOnly` (the default) or `AllowInsecureFallback`.
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -9,8 +9,11 @@
 #![forbid(unsafe_code)]
 
 mod backends;
+mod frontend_tls;
 mod gateways;
 mod ir;
+mod llm;
+mod llm_refs;
 mod routes;
 pub mod status;
 
@@ -26,6 +29,10 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
+pub use llm_refs::{
+    ConfigMapInfo, FileSource, LlmFile, LlmKey, LlmKind, has_pem_certificate, is_jwks_document,
+    secret_jwks_keys,
+};
 pub use status::*;
 
 /// The controller name our GatewayClass carries.
@@ -71,6 +78,9 @@ pub struct SecretInfo {
     /// certificate chain and key (the listener then gets InvalidCertificateRef). `None` means
     /// fine or not checked.
     pub certificate_problem: Option<String>,
+    /// The keys whose value is a JWKS document (see [`is_jwks_document`]), which a
+    /// JWTValidationPolicy may name.
+    pub jwks_keys: BTreeSet<String>,
 }
 
 impl SecretInfo {
@@ -91,6 +101,7 @@ impl SecretInfo {
             type_: secret.type_.clone().unwrap_or_else(|| "Opaque".to_string()),
             keys,
             certificate_problem: None,
+            jwks_keys: secret_jwks_keys(secret),
         })
     }
 }
@@ -110,6 +121,12 @@ pub struct Snapshot {
     pub endpoint_slices: Vec<EndpointSlice>,
     pub secrets: Vec<SecretInfo>,
     pub namespaces: Vec<Namespace>,
+    /// ConfigMaps (keys only), for JWKS documents in ConfigMaps.
+    pub config_maps: Vec<ConfigMapInfo>,
+    pub llm_backends: Vec<citoroute_crds::LlmBackend>,
+    pub llm_routes: Vec<citoroute_crds::LlmRoute>,
+    pub consumers: Vec<citoroute_crds::Consumer>,
+    pub jwt_policies: Vec<citoroute_crds::JwtValidationPolicy>,
 }
 
 impl Default for Snapshot {
@@ -126,6 +143,11 @@ impl Default for Snapshot {
             endpoint_slices: Vec::new(),
             secrets: Vec::new(),
             namespaces: Vec::new(),
+            config_maps: Vec::new(),
+            llm_backends: Vec::new(),
+            llm_routes: Vec::new(),
+            consumers: Vec::new(),
+            jwt_policies: Vec::new(),
         }
     }
 }
@@ -184,7 +206,52 @@ pub struct Translation {
     pub route_statuses: BTreeMap<RouteKey, RouteStatus>,
     /// Per Gateway, the `(namespace, name)` of the Secrets whose certificates its proxy mounts.
     pub secrets_needed: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
+    /// Status conditions of every `citoroute.io` object (LLMBackend, LLMRoute, Consumer,
+    /// JWTValidationPolicy).
+    pub llm_statuses: BTreeMap<LlmKey, Vec<Condition>>,
+    /// Per Gateway, the Secret and ConfigMap keys its proxy reads as files (LLM credentials,
+    /// JWKS, client CA bundles of `spec.tls.frontend`); the I/O layer copies them into the proxy's Secret under
+    /// [`LlmFile::secret_key`].
+    pub llm_files: BTreeMap<ObjectKey, BTreeSet<LlmFile>>,
 }
+
+/// The Gateway API features (names from `sigs.k8s.io/gateway-api/pkg/features`) every
+/// GatewayClass of ours declares in its status. The conformance suite reads this list and
+/// tests exactly these, so a name goes here only once its conformance tests pass. Sorted.
+pub const SUPPORTED_FEATURES: &[&str] = &[
+    "Gateway",
+    "GatewayAddressEmpty",
+    "GatewayFrontendClientCertificateValidation",
+    "GatewayFrontendClientCertificateValidationInsecureFallback",
+    "GatewayHTTPListenerIsolation",
+    "GatewayInfrastructurePropagation",
+    "GatewayPort8080",
+    "HTTPRoute",
+    "HTTPRoute303RedirectStatusCode",
+    "HTTPRoute307RedirectStatusCode",
+    "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteBackendProtocolH2C",
+    "HTTPRouteBackendProtocolWebSocket",
+    "HTTPRouteBackendRequestHeaderModification",
+    "HTTPRouteBackendTimeout",
+    "HTTPRouteCORS",
+    "HTTPRouteDestinationPortMatching",
+    "HTTPRouteHostRewrite",
+    "HTTPRouteMethodMatching",
+    "HTTPRouteNamedRouteRule",
+    "HTTPRouteParentRefPort",
+    "HTTPRoutePathRedirect",
+    "HTTPRoutePathRewrite",
+    "HTTPRoutePortRedirect",
+    "HTTPRouteQueryParamMatching",
+    "HTTPRouteRequestMirror",
+    "HTTPRouteRequestMultipleMirrors",
+    "HTTPRouteRequestPercentageMirror",
+    "HTTPRouteRequestTimeout",
+    "HTTPRouteResponseHeaderModification",
+    "HTTPRouteSchemeRedirect",
+    "ReferenceGrant",
+];
 
 /// Translates a snapshot. Pure and deterministic.
 pub fn translate(s: &Snapshot) -> Translation {
@@ -209,6 +276,7 @@ pub fn translate(s: &Snapshot) -> Translation {
                     "handled by CitoRoute",
                     generation,
                 )],
+                supported_features: SUPPORTED_FEATURES.to_vec(),
             },
         );
         classes.insert(name);
@@ -216,6 +284,7 @@ pub fn translate(s: &Snapshot) -> Translation {
     let mut gws = gateways::build(s, &ctx, &classes);
     let mut ctx = ctx;
     routes::attach_all(s, &mut ctx, &mut gws, &mut t);
+    llm::attach(s, &ctx, &mut gws, &mut t);
     gateways::finish(gws, &mut t);
     t
 }

@@ -256,8 +256,10 @@ fn attach_one(
     let mut matched = Vec::new();
     for i in allowed {
         let l = &mut gw.listeners[i];
-        l.attached.insert(route.key.clone());
+        // A route whose hostnames miss the listener's is not Accepted there, so it does not
+        // count in attachedRoutes (conformance: GatewayWithAttachedRoutes).
         if let Some(hosts) = intersect(l.ir.hostname.as_deref(), &route.hostnames) {
+            l.attached.insert(route.key.clone());
             matched.push((i, hosts));
         }
     }
@@ -270,7 +272,12 @@ fn attach_one(
     Ok(matched)
 }
 
-fn namespace_allowed(ctx: &Ctx, l: &gateways::ListenerState, gw_ns: &str, route_ns: &str) -> bool {
+pub(crate) fn namespace_allowed(
+    ctx: &Ctx,
+    l: &gateways::ListenerState,
+    gw_ns: &str,
+    route_ns: &str,
+) -> bool {
     let ns =
         l.ir.allowed_routes
             .as_ref()

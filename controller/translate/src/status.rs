@@ -39,6 +39,8 @@ impl Condition {
 #[serde(rename_all = "camelCase")]
 pub struct GatewayClassStatus {
     pub conditions: Vec<Condition>,
+    /// Gateway API feature names, sorted, as `status.supportedFeatures[].name`.
+    pub supported_features: Vec<&'static str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

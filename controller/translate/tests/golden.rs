@@ -49,6 +49,15 @@ fn load(path: &Path) -> Snapshot {
             "Service" => s.services.push(typed(doc, &what)),
             "EndpointSlice" => s.endpoint_slices.push(typed(doc, &what)),
             "Namespace" => s.namespaces.push(typed(doc, &what)),
+            "ConfigMap" => {
+                let cm: k8s_openapi::api::core::v1::ConfigMap = typed(doc, &what);
+                s.config_maps
+                    .push(ConfigMapInfo::from_config_map(&cm).unwrap());
+            }
+            "LLMBackend" => s.llm_backends.push(typed(doc, &what)),
+            "LLMRoute" => s.llm_routes.push(typed(doc, &what)),
+            "Consumer" => s.consumers.push(typed(doc, &what)),
+            "JWTValidationPolicy" => s.jwt_policies.push(typed(doc, &what)),
             "Secret" => {
                 // The I/O layer parses the certificate; here a non-empty tls.crt that is not
                 // base64 of "-----BEGIN" stands for a malformed one.
@@ -77,6 +86,31 @@ struct StatusDoc {
     routes: Vec<RouteEntry>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     secrets_needed: Vec<SecretsEntry>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    citoroute_objects: Vec<LlmEntry>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    llm_files: Vec<LlmFilesEntry>,
+}
+
+#[derive(Serialize)]
+struct LlmEntry {
+    kind: LlmKind,
+    namespace: String,
+    name: String,
+    conditions: Vec<Condition>,
+}
+
+#[derive(Serialize)]
+struct LlmFilesEntry {
+    gateway: String,
+    files: Vec<LlmFileEntry>,
+}
+
+/// A file of the proxy's Secret: where its content comes from and the path the config names.
+#[derive(Serialize)]
+struct LlmFileEntry {
+    from: String,
+    path: String,
 }
 
 #[derive(Serialize)]
@@ -142,6 +176,36 @@ fn status_yaml(t: &Translation) -> String {
             .map(|((ns, name), v)| SecretsEntry {
                 gateway: format!("{ns}/{name}"),
                 secrets: v.iter().map(|(ns, n)| format!("{ns}/{n}")).collect(),
+            })
+            .collect(),
+        citoroute_objects: t
+            .llm_statuses
+            .iter()
+            .map(|(k, conditions)| LlmEntry {
+                kind: k.kind,
+                namespace: k.namespace.clone(),
+                name: k.name.clone(),
+                conditions: conditions.clone(),
+            })
+            .collect(),
+        llm_files: t
+            .llm_files
+            .iter()
+            .map(|((ns, name), files)| LlmFilesEntry {
+                gateway: format!("{ns}/{name}"),
+                files: files
+                    .iter()
+                    .map(|f| {
+                        let kind = match f.source {
+                            FileSource::Secret => "Secret",
+                            FileSource::ConfigMap => "ConfigMap",
+                        };
+                        LlmFileEntry {
+                            from: format!("{kind} {}/{}[{}]", f.namespace, f.name, f.key),
+                            path: f.path(),
+                        }
+                    })
+                    .collect(),
             })
             .collect(),
     };
@@ -249,6 +313,11 @@ fn input_order_does_not_matter() {
         r.endpoint_slices.reverse();
         r.secrets.reverse();
         r.namespaces.reverse();
+        r.config_maps.reverse();
+        r.llm_backends.reverse();
+        r.llm_routes.reverse();
+        r.consumers.reverse();
+        r.jwt_policies.reverse();
         assert_eq!(translate(&s), translate(&r), "{}", dir.display());
     }
 }

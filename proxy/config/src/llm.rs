@@ -79,6 +79,10 @@ pub struct LlmBackend {
     /// Default 300s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<GatewayDuration>,
+    /// PEM bundle of CA certificates trusted for this backend's `https://` endpoint, in
+    /// addition to the system roots (a private provider or an internal TLS-inspecting proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 /// The path an LLM route serves.
@@ -170,14 +174,51 @@ pub struct JwtSettings {
     /// Accepted `aud` values; empty means not checked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audiences: Vec<String>,
-    /// File holding the JWKS document (`{"keys":[...]}`); re-read on every config reload.
+    /// File holding the JWKS document (`{"keys":[...]}`); re-read when it changes (a mounted
+    /// Secret may rotate). Exactly one of `jwks_file` and `jwks_url`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub jwks_file: String,
+    /// URL the JWKS document is fetched from (`https://`; `http://` only to a loopback
+    /// address), at start and then every `jwks_refresh_interval`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub jwks_url: String,
+    /// How often `jwks_url` is fetched again. Default 5m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_refresh_interval: Option<GatewayDuration>,
     /// A claim every token must carry (e.g. `sub`), logged as the principal; empty: none.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub claim: String,
     /// Header carrying the token; `Bearer ` is stripped when present.
     #[serde(default = "default_jwt_header")]
     pub header: String,
+}
+
+/// A JWKS URL must be `https://`, or `http://` to a loopback address (tests, a local sidecar):
+/// keys fetched in clear text over a network could be swapped.
+fn check_jwks_url(url: &str) -> Result<(), String> {
+    let u = url
+        .parse::<http::Uri>()
+        .map_err(|_| format!("{url:?} is not a URL"))?;
+    let host = u
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| format!("{url:?} has no host"))?;
+    match u.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if is_loopback(host) => Ok(()),
+        Some("http") => Err(format!(
+            "{url:?}: http:// only to a loopback address; use https://"
+        )),
+        _ => Err(format!("{url:?} is not an https:// URL")),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 pub(crate) fn check(c: &mut Checker) {
@@ -256,6 +297,9 @@ pub(crate) fn check(c: &mut Checker) {
         if b.timeout.is_some_and(|t| t.0.is_zero()) {
             c.report(format!("{at}.timeout"), "must be more than 0s");
         }
+        if b.ca_file.as_deref().is_some_and(str::is_empty) {
+            c.report(format!("{at}.ca_file"), "must not be empty");
+        }
     }
 
     for (name, consumer) in &cfg.consumers {
@@ -272,8 +316,30 @@ pub(crate) fn check(c: &mut Checker) {
     }
 
     if let Some(jwt) = &cfg.jwt {
-        if jwt.jwks_file.is_empty() {
-            c.report("jwt.jwks_file", "must not be empty");
+        match (jwt.jwks_file.is_empty(), jwt.jwks_url.is_empty()) {
+            (true, true) => c.report("jwt.jwks_file", "give jwks_file or jwks_url"),
+            (false, false) => c.report(
+                "jwt.jwks_url",
+                "give either jwks_file or jwks_url, not both",
+            ),
+            (true, false) => {
+                if let Err(why) = check_jwks_url(&jwt.jwks_url) {
+                    c.report("jwt.jwks_url", why);
+                }
+            }
+            (false, true) => {}
+        }
+        if jwt
+            .jwks_refresh_interval
+            .is_some_and(|d| d.0 < std::time::Duration::from_secs(1))
+        {
+            c.report("jwt.jwks_refresh_interval", "must be at least 1s");
+        }
+        if jwt.jwks_url.is_empty() && jwt.jwks_refresh_interval.is_some() {
+            c.report(
+                "jwt.jwks_refresh_interval",
+                "is for jwks_url (a jwks_file is re-read when it changes)",
+            );
         }
         if http::HeaderName::from_bytes(jwt.header.as_bytes()).is_err() {
             c.report(
@@ -547,7 +613,92 @@ jwks_file = ""
 header = "bad header"
 "#,
         );
-        assert!(p.iter().any(|x| x.starts_with("jwt.jwks_file")), "{p:?}");
+        assert!(
+            p.iter()
+                .any(|x| x.starts_with("jwt.jwks_file: give jwks_file or jwks_url")),
+            "{p:?}"
+        );
         assert!(p.iter().any(|x| x.starts_with("jwt.header")), "{p:?}");
+    }
+
+    #[test]
+    fn jwks_comes_from_exactly_one_place() {
+        let p = problems(
+            r#"
+[jwt]
+jwks_file = "/keys/jwks.json"
+jwks_url = "https://issuer.example/jwks"
+"#,
+        );
+        assert!(
+            p.iter().any(|x| x.starts_with("jwt.jwks_url: give either")),
+            "{p:?}"
+        );
+        let p = problems("[jwt]\njwks_file = \"/k\"\njwks_refresh_interval = \"1m\"\n");
+        assert!(
+            p.iter()
+                .any(|x| x.starts_with("jwt.jwks_refresh_interval: is for jwks_url")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn jwks_urls_are_https_or_loopback_http() {
+        for ok in [
+            "https://issuer.example/.well-known/jwks.json",
+            "http://127.0.0.1:8080/jwks",
+            "http://[::1]:9000/keys",
+            "http://localhost/jwks",
+        ] {
+            let cfg = parse(&format!(
+                "[jwt]\njwks_url = {ok:?}\njwks_refresh_interval = \"30s\"\n"
+            ))
+            .unwrap();
+            let jwt = cfg.jwt.unwrap();
+            assert_eq!(jwt.jwks_url, ok);
+            assert_eq!(jwt.jwks_refresh_interval.unwrap().0.as_secs(), 30);
+        }
+        for (bad, why) in [
+            ("http://issuer.example/jwks", "only to a loopback address"),
+            ("http://10.0.0.1/jwks", "only to a loopback address"),
+            ("ftp://issuer.example/jwks", "is not an https:// URL"),
+            ("not a url", "is not a URL"),
+        ] {
+            let p = problems(&format!("[jwt]\njwks_url = {bad:?}\n"));
+            assert!(
+                p.iter()
+                    .any(|x| x.starts_with("jwt.jwks_url:") && x.contains(why)),
+                "{bad}: {p:?}"
+            );
+        }
+        let p = problems(
+            "[jwt]\njwks_url = \"https://i.example/k\"\njwks_refresh_interval = \"500ms\"\n",
+        );
+        assert!(
+            p.iter()
+                .any(|x| x.starts_with("jwt.jwks_refresh_interval: must be at least 1s")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn ca_file_round_trips_and_must_name_a_file() {
+        let cfg = parse(
+            "[llm_backends.a]\nprovider = \"openai\"\nmodel = \"m\"\nendpoint = \"https://llm.internal\"\nca_file = \"/etc/ca.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.llm_backends["a"].ca_file.as_deref(),
+            Some("/etc/ca.pem")
+        );
+        let again = ProxyConfig::from_toml(&cfg.to_toml().unwrap()).unwrap();
+        assert_eq!(again, cfg);
+        let p =
+            problems("[llm_backends.a]\nprovider = \"openai\"\nmodel = \"m\"\nca_file = \"\"\n");
+        assert!(
+            p.iter()
+                .any(|x| x.starts_with("llm_backends.a.ca_file: must not be empty")),
+            "{p:?}"
+        );
     }
 }

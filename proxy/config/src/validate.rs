@@ -517,14 +517,8 @@ fn check_filters(c: &mut Checker, at: &str, key: &str, filters: &[HttpFilter], r
                     c.report(format!("{at}.percent"), "must be between 0 and 100");
                 }
             }
-            HttpFilter::Cors(cors) => {
-                if cors.allow_credentials && cors.allow_origins.iter().any(|o| o == "*") {
-                    c.report(
-                        format!("{at}.allow_origins"),
-                        "`*` cannot be combined with allow_credentials",
-                    );
-                }
-            }
+            // `*` with allow_credentials is valid: the proxy echoes the request's Origin.
+            HttpFilter::Cors(_) => {}
         }
     }
     if redirect && rewrite {

@@ -115,19 +115,19 @@ fn parse_alg(s: &str) -> Option<Algorithm> {
     })
 }
 
-/// Validates tokens against one JWKS.
+/// A parsed JWKS: the keys tokens may be signed with. Kept apart from [`JwtConfig`] so a key
+/// set fetched or re-read at run time can be swapped under unchanged validation rules.
 #[derive(Debug)]
-pub struct JwtValidator {
-    cfg: JwtConfig,
+pub struct JwkSet {
     keys: Vec<Key>,
 }
 
-impl JwtValidator {
-    /// Parses the JWKS. Keys marked `"use": "enc"` and keys of unknown
-    /// types are skipped; a set with no usable key is an error.
-    pub fn new(cfg: JwtConfig) -> Result<Self, JwtError> {
-        let doc: Value = serde_json::from_str(&cfg.jwks_json)
-            .map_err(|e| JwtError::InvalidJwks(e.to_string()))?;
+impl JwkSet {
+    /// Parses a JWKS document. Keys marked `"use": "enc"` and keys of unknown types are
+    /// skipped; a set with no usable key is an error.
+    pub fn parse(json: &str) -> Result<Self, JwtError> {
+        let doc: Value =
+            serde_json::from_str(json).map_err(|e| JwtError::InvalidJwks(e.to_string()))?;
         let list = doc
             .get("keys")
             .and_then(Value::as_array)
@@ -158,6 +158,36 @@ impl JwtValidator {
         if keys.is_empty() {
             return Err(JwtError::InvalidJwks("no usable signing key".into()));
         }
+        Ok(Self { keys })
+    }
+
+    /// Number of usable keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Always false: a set without a usable key is refused by [`JwkSet::parse`].
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The `kid`s of the keys that have one.
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().filter_map(|k| k.kid.as_deref())
+    }
+}
+
+/// Validates tokens against one JWKS.
+#[derive(Debug)]
+pub struct JwtValidator {
+    cfg: JwtConfig,
+    keys: JwkSet,
+}
+
+impl JwtValidator {
+    /// Parses the JWKS in [`JwtConfig::jwks_json`] (see [`JwkSet::parse`]).
+    pub fn new(cfg: JwtConfig) -> Result<Self, JwtError> {
+        let keys = JwkSet::parse(&cfg.jwks_json)?;
         Ok(Self { cfg, keys })
     }
 
@@ -168,113 +198,120 @@ impl JwtValidator {
 
     /// Validates a compact JWS token at `now_unix` (seconds since the epoch).
     pub fn validate(&self, token: &str, now_unix: u64) -> Result<Claims, JwtError> {
-        let token = token.trim();
-        let mut segs = token.split('.');
-        let (Some(h), Some(_), Some(_), None) =
-            (segs.next(), segs.next(), segs.next(), segs.next())
-        else {
-            return Err(JwtError::Malformed);
-        };
-        let header: Value = b64url_decode(h)
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or(JwtError::Malformed)?;
-        let alg_s = header
-            .get("alg")
-            .and_then(Value::as_str)
-            .ok_or(JwtError::Malformed)?;
-        if alg_s.eq_ignore_ascii_case("none") {
-            return Err(JwtError::AlgNone);
-        }
-        let alg =
-            parse_alg(alg_s).ok_or_else(|| JwtError::UnsupportedAlgorithm(alg_s.to_string()))?;
-        let kid = header.get("kid").and_then(Value::as_str);
-        let candidates: Vec<&Key> = match kid {
-            Some(kid) => {
-                let c: Vec<&Key> = self
-                    .keys
-                    .iter()
-                    .filter(|k| k.kid.as_deref() == Some(kid))
-                    .collect();
-                if c.is_empty() {
-                    return Err(JwtError::UnknownKid(kid.to_string()));
-                }
-                c
-            }
-            None => self.keys.iter().collect(),
-        };
-        let compatible: Vec<&Key> = candidates
-            .into_iter()
-            .filter(|k| k.accepts(alg, alg_s))
-            .collect();
-        if compatible.is_empty() {
-            return Err(JwtError::AlgorithmMismatch);
-        }
-        let mut v = Validation::new(alg);
-        v.validate_exp = false;
-        v.validate_nbf = false;
-        v.validate_aud = false;
-        v.required_spec_claims.clear();
-        let mut all = None;
-        for k in compatible {
-            if let Ok(d) = decode::<Map<String, Value>>(token, &k.key, &v) {
-                all = Some(d.claims);
-                break;
-            }
-        }
-        let all = all.ok_or(JwtError::BadSignature)?;
-        self.check_claims(&all, now_unix)?;
-        let principal = if self.cfg.claim.is_empty() {
-            None
-        } else {
-            match all.get(&self.cfg.claim) {
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(v) if !v.is_null() => Some(v.to_string()),
-                _ => return Err(JwtError::MissingClaim(self.cfg.claim.clone())),
-            }
-        };
-        Ok(Claims { all, principal })
+        validate(&self.cfg, &self.keys, token, now_unix)
     }
+}
 
-    fn check_claims(&self, c: &Map<String, Value>, now: u64) -> Result<(), JwtError> {
-        let leeway = self.cfg.leeway_secs;
-        let exp = c
-            .get("exp")
-            .and_then(Value::as_f64)
-            .ok_or_else(|| JwtError::MissingClaim("exp".into()))?;
-        if (now as f64) > exp + leeway as f64 {
-            return Err(JwtError::Expired);
-        }
-        match c.get("nbf") {
-            None => {}
-            Some(n) => {
-                let nbf = n
-                    .as_f64()
-                    .ok_or_else(|| JwtError::MissingClaim("nbf".into()))?;
-                if ((now + leeway) as f64) < nbf {
-                    return Err(JwtError::NotYetValid);
-                }
-            }
-        }
-        if !self.cfg.issuer.is_empty()
-            && c.get("iss").and_then(Value::as_str) != Some(self.cfg.issuer.as_str())
-        {
-            return Err(JwtError::BadIssuer);
-        }
-        if !self.cfg.audiences.is_empty() {
-            let ok = match c.get("aud") {
-                Some(Value::String(a)) => self.cfg.audiences.iter().any(|x| x == a),
-                Some(Value::Array(list)) => list
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .any(|a| self.cfg.audiences.iter().any(|x| x == a)),
-                _ => false,
-            };
-            if !ok {
-                return Err(JwtError::BadAudience);
-            }
-        }
-        Ok(())
+/// Validates a compact JWS token against `keys` under `cfg`'s rules at `now_unix` (seconds
+/// since the epoch); [`JwtConfig::jwks_json`] is not used.
+pub fn validate(
+    cfg: &JwtConfig,
+    keys: &JwkSet,
+    token: &str,
+    now_unix: u64,
+) -> Result<Claims, JwtError> {
+    let token = token.trim();
+    let mut segs = token.split('.');
+    let (Some(h), Some(_), Some(_), None) = (segs.next(), segs.next(), segs.next(), segs.next())
+    else {
+        return Err(JwtError::Malformed);
+    };
+    let header: Value = b64url_decode(h)
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(JwtError::Malformed)?;
+    let alg_s = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .ok_or(JwtError::Malformed)?;
+    if alg_s.eq_ignore_ascii_case("none") {
+        return Err(JwtError::AlgNone);
     }
+    let alg = parse_alg(alg_s).ok_or_else(|| JwtError::UnsupportedAlgorithm(alg_s.to_string()))?;
+    let kid = header.get("kid").and_then(Value::as_str);
+    let candidates: Vec<&Key> = match kid {
+        Some(kid) => {
+            let c: Vec<&Key> = keys
+                .keys
+                .iter()
+                .filter(|k| k.kid.as_deref() == Some(kid))
+                .collect();
+            if c.is_empty() {
+                return Err(JwtError::UnknownKid(kid.to_string()));
+            }
+            c
+        }
+        None => keys.keys.iter().collect(),
+    };
+    let compatible: Vec<&Key> = candidates
+        .into_iter()
+        .filter(|k| k.accepts(alg, alg_s))
+        .collect();
+    if compatible.is_empty() {
+        return Err(JwtError::AlgorithmMismatch);
+    }
+    let mut v = Validation::new(alg);
+    v.validate_exp = false;
+    v.validate_nbf = false;
+    v.validate_aud = false;
+    v.required_spec_claims.clear();
+    let mut all = None;
+    for k in compatible {
+        if let Ok(d) = decode::<Map<String, Value>>(token, &k.key, &v) {
+            all = Some(d.claims);
+            break;
+        }
+    }
+    let all = all.ok_or(JwtError::BadSignature)?;
+    check_claims(cfg, &all, now_unix)?;
+    let principal = if cfg.claim.is_empty() {
+        None
+    } else {
+        match all.get(&cfg.claim) {
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(v) if !v.is_null() => Some(v.to_string()),
+            _ => return Err(JwtError::MissingClaim(cfg.claim.clone())),
+        }
+    };
+    Ok(Claims { all, principal })
+}
+
+fn check_claims(cfg: &JwtConfig, c: &Map<String, Value>, now: u64) -> Result<(), JwtError> {
+    let leeway = cfg.leeway_secs;
+    let exp = c
+        .get("exp")
+        .and_then(Value::as_f64)
+        .ok_or_else(|| JwtError::MissingClaim("exp".into()))?;
+    if (now as f64) > exp + leeway as f64 {
+        return Err(JwtError::Expired);
+    }
+    match c.get("nbf") {
+        None => {}
+        Some(n) => {
+            let nbf = n
+                .as_f64()
+                .ok_or_else(|| JwtError::MissingClaim("nbf".into()))?;
+            if ((now + leeway) as f64) < nbf {
+                return Err(JwtError::NotYetValid);
+            }
+        }
+    }
+    if !cfg.issuer.is_empty() && c.get("iss").and_then(Value::as_str) != Some(cfg.issuer.as_str()) {
+        return Err(JwtError::BadIssuer);
+    }
+    if !cfg.audiences.is_empty() {
+        let ok = match c.get("aud") {
+            Some(Value::String(a)) => cfg.audiences.iter().any(|x| x == a),
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|a| cfg.audiences.iter().any(|x| x == a)),
+            _ => false,
+        };
+        if !ok {
+            return Err(JwtError::BadAudience);
+        }
+    }
+    Ok(())
 }
 
 /// Unpadded base64url decoding (padding tolerated).

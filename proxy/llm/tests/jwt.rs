@@ -1,6 +1,6 @@
 //! JWT validation with real RSA, EC, Ed25519 and HMAC keys.
 
-use citoroute_llm::jwt::{JwtConfig, JwtError, JwtValidator};
+use citoroute_llm::jwt::{JwkSet, JwtConfig, JwtError, JwtValidator};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use rand::SeedableRng;
 use rsa::pkcs1::EncodeRsaPrivateKey;
@@ -282,4 +282,44 @@ fn jwks_errors() {
         bad("{\"keys\": [{\"kty\": \"RSA\", \"n\": \"!!\", \"e\": \"AQAB\"}]}"),
         Some(JwtError::InvalidJwks(_))
     ));
+}
+
+#[test]
+fn a_key_set_swapped_under_the_same_rules() {
+    let k = keys();
+    let rules = JwtConfig {
+        issuer: "https://issuer.example".into(),
+        audiences: vec!["citoroute".into()],
+        jwks_json: String::new(),
+        claim: "sub".into(),
+        leeway_secs: 30,
+    };
+    let full = JwkSet::parse(&k.jwks).expect("full set");
+    let mut kids: Vec<&str> = full.kids().collect();
+    kids.sort_unstable();
+    assert_eq!(kids, ["ec256", "ec384", "ed", "hs", "rsa-any", "rsa1"]);
+    let only_ec = JwkSet::parse(
+        &json!({"keys": serde_json::from_str::<Value>(&k.jwks).expect("json")["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .filter(|j| j["kty"] == "EC")
+            .collect::<Vec<_>>()})
+        .to_string(),
+    )
+    .expect("ec set");
+    assert_eq!(only_ec.len(), 2);
+    let rs = sign(Algorithm::RS256, Some("rsa1"), &claims(), &k.rsa);
+    let es = sign(Algorithm::ES256, Some("ec256"), &claims(), &k.p256);
+    let v = |set: &JwkSet, t: &str| citoroute_llm::jwt::validate(&rules, set, t, NOW);
+    assert_eq!(
+        v(&full, &rs).expect("rs256").principal.as_deref(),
+        Some("alice")
+    );
+    assert_eq!(v(&only_ec, &rs), Err(JwtError::UnknownKid("rsa1".into())));
+    assert!(v(&only_ec, &es).is_ok());
+    assert_eq!(
+        JwkSet::parse(r#"{"keys":[{"kty":"RSA","use":"enc","n":"AQAB","e":"AQAB"}]}"#).err(),
+        Some(JwtError::InvalidJwks("no usable signing key".into()))
+    );
 }

@@ -103,13 +103,43 @@ impl Proxy {
 
     /// Like [`Proxy::start`], in a directory the caller already filled (certificates).
     pub async fn start_in(dir: tempfile::TempDir, body: &str, ports: &[u16]) -> Proxy {
+        Self::start_with_env(dir, body, ports, &[]).await
+    }
+
+    /// Like [`Proxy::start_in`], with extra environment variables (`None` removes one).
+    /// Every proxy runs with EC2 instance metadata off and no AWS variables of the caller's:
+    /// tests never reach for credentials outside the machine.
+    pub async fn start_with_env(
+        dir: tempfile::TempDir,
+        body: &str,
+        ports: &[u16],
+        env: &[(&str, Option<String>)],
+    ) -> Proxy {
         let admin_port = free_port();
         let config_path = dir.path().join("config.toml");
         std::fs::write(&config_path, format!("{}{body}", config_head(admin_port)))
             .expect("write config");
         let log_path = dir.path().join("proxy.log");
         let log = std::fs::File::create(&log_path).expect("create log");
-        let child = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("AWS_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", dir.path().join("no-aws-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                dir.path().join("no-aws-credentials"),
+            );
+        for (k, v) in env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let child = cmd
             .arg("--config")
             .arg(&config_path)
             .env("RUST_LOG", "warn")
@@ -654,6 +684,11 @@ impl Pki {
 
     pub fn root(&self) -> rustls::pki_types::CertificateDer<'static> {
         self.ca.cert.der().clone()
+    }
+
+    /// The CA certificate as PEM.
+    pub fn root_pem(&self) -> String {
+        self.ca.cert.pem()
     }
 
     /// A leaf for `name` (also its CN), written to `dir/<file>.crt` and `dir/<file>.key`.

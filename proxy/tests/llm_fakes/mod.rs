@@ -59,6 +59,8 @@ pub struct Fault {
     pub retry_after: Option<u64>,
     /// Wait this long before answering.
     pub stall: Option<Duration>,
+    /// AWS credentials a Bedrock fake accepts (any of them); empty: `AWS_ID`/`AWS_SECRET`.
+    pub aws: Vec<Credentials>,
 }
 
 pub struct Fake {
@@ -273,19 +275,34 @@ fn answer(
             }
         }
         Kind::Bedrock => {
-            let creds = Credentials::Aws {
+            let default = [Credentials::Aws {
                 access_key_id: AWS_ID.into(),
                 secret_access_key: AWS_SECRET.into(),
                 session_token: None,
+            }];
+            let accepted = if fault.aws.is_empty() {
+                &default[..]
+            } else {
+                &fault.aws[..]
             };
-            if let Err(e) = citoroute_llm::sigv4::verify(
-                parts,
-                raw,
-                &creds,
-                REGION,
-                "bedrock",
-                SystemTime::now(),
-            ) {
+            let mut failure = None;
+            for creds in accepted {
+                match citoroute_llm::sigv4::verify(
+                    parts,
+                    raw,
+                    creds,
+                    REGION,
+                    "bedrock",
+                    SystemTime::now(),
+                ) {
+                    Ok(()) => {
+                        failure = None;
+                        break;
+                    }
+                    Err(e) => failure = Some(e),
+                }
+            }
+            if let Some(e) = failure {
                 return provider_error(
                     kind,
                     403,
