@@ -219,6 +219,8 @@ pub struct Translation {
 /// GatewayClass of ours declares in its status. The conformance suite reads this list and
 /// tests exactly these, so a name goes here only once its conformance tests pass. Sorted.
 pub const SUPPORTED_FEATURES: &[&str] = &[
+    "GRPCRoute",
+    "GRPCRouteNamedRouteRule",
     "Gateway",
     "GatewayAddressEmpty",
     "GatewayFrontendClientCertificateValidation",
@@ -251,6 +253,9 @@ pub const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteResponseHeaderModification",
     "HTTPRouteSchemeRedirect",
     "ReferenceGrant",
+    "TLSRoute",
+    "TLSRouteModeMixed",
+    "TLSRouteModeTerminate",
 ];
 
 /// Translates a snapshot. Pure and deterministic.
