@@ -3,13 +3,16 @@
 
 use arc_swap::ArcSwap;
 use citoroute_config::{ListenerProtocol, ProxyConfig, TlsMode, hostname};
+use rustls::SignatureScheme;
+use rustls::pki_types::ServerName;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// A listener hostname (None = any) and its certificate.
-type HostCert = (Option<String>, Arc<CertifiedKey>);
+/// A listener hostname (None = any) and its certificates, in the order of the listener's
+/// `certificates` (Gateway API lets a listener carry several, e.g. an RSA and an ECDSA one).
+type HostCert = (Option<String>, Vec<Arc<CertifiedKey>>);
 
 /// Certificates per port, each list ordered most specific listener hostname first; the last
 /// entry doubles as the default for clients that send no (or an unknown) SNI.
@@ -68,26 +71,30 @@ impl CertTable {
             if l.protocol == ListenerProtocol::Http || tls.mode == TlsMode::Passthrough {
                 continue;
             }
-            let Some(first) = tls.certificates.first() else {
+            let mut keys = Vec::with_capacity(tls.certificates.len());
+            for name in &tls.certificates {
+                let key = match loaded.get(name.as_str()) {
+                    Some(k) => k.clone(),
+                    None => {
+                        let c = cfg.certificates.get(name).ok_or_else(|| CertError::Bad {
+                            name: name.clone(),
+                            reason: "not defined in [certificates]".into(),
+                        })?;
+                        let k = load(name, &c.cert_file, &c.key_file)?;
+                        loaded.insert(name, k.clone());
+                        k
+                    }
+                };
+                keys.push(key);
+            }
+            if keys.is_empty() {
                 continue;
-            };
-            let key = match loaded.get(first.as_str()) {
-                Some(k) => k.clone(),
-                None => {
-                    let c = cfg.certificates.get(first).ok_or_else(|| CertError::Bad {
-                        name: first.clone(),
-                        reason: "not defined in [certificates]".into(),
-                    })?;
-                    let k = load(first, &c.cert_file, &c.key_file)?;
-                    loaded.insert(first, k.clone());
-                    k
-                }
-            };
+            }
             table
                 .ports
                 .entry(l.port)
                 .or_default()
-                .push((l.hostname.clone(), key));
+                .push((l.hostname.clone(), keys));
         }
         for list in table.ports.values_mut() {
             list.sort_by_key(|(h, _)| match h {
@@ -99,17 +106,41 @@ impl CertTable {
         Ok(table)
     }
 
-    fn pick(&self, port: u16, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+    /// The listener is chosen by SNI (most specific hostname first); among its certificates,
+    /// the first one that names the SNI and whose key the client can verify, else the first
+    /// the client can verify, else the first.
+    fn pick(
+        &self,
+        port: u16,
+        sni: Option<&str>,
+        schemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
         let list = self.ports.get(&port)?;
-        if let Some(sni) = sni
-            && let Some((_, k)) = list
-                .iter()
-                .find(|(h, _)| h.as_deref().is_none_or(|h| hostname::covers(h, sni)))
-        {
-            return Some(k.clone());
+        let keys = sni
+            .and_then(|sni| {
+                list.iter()
+                    .find(|(h, _)| h.as_deref().is_none_or(|h| hostname::covers(h, sni)))
+            })
+            .or(list.last())
+            .map(|(_, keys)| keys)?;
+        if let [only] = keys.as_slice() {
+            return Some(only.clone());
         }
-        list.last().map(|(_, k)| k.clone())
+        let usable = |k: &&Arc<CertifiedKey>| k.key.choose_scheme(schemes).is_some();
+        sni.and_then(|sni| keys.iter().filter(usable).find(|k| names_host(k, sni)))
+            .or_else(|| keys.iter().find(usable))
+            .or(keys.first())
+            .cloned()
     }
+}
+
+/// Whether the end-entity certificate of `key` is valid for the DNS name `host`.
+fn names_host(key: &CertifiedKey, host: &str) -> bool {
+    let (Some(cert), Ok(name)) = (key.end_entity_cert().ok(), ServerName::try_from(host)) else {
+        return false;
+    };
+    webpki::EndEntityCert::try_from(cert)
+        .is_ok_and(|ee| ee.verify_is_valid_for_subject_name(&name).is_ok())
 }
 
 /// The resolver one TLS port's listener uses; all share one swappable table.
@@ -121,6 +152,8 @@ pub struct PortResolver {
 
 impl ResolvesServerCert for PortResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.table.load().pick(self.port, hello.server_name())
+        self.table
+            .load()
+            .pick(self.port, hello.server_name(), hello.signature_schemes())
     }
 }

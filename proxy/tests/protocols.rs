@@ -333,6 +333,73 @@ filters = [{ type = "RequestRedirect", hostname = "b.tls.test" }]
     assert!(err.is_err(), "a certificate for c.tls.test was accepted");
 }
 
+/// A listener with several certificates serves the one that names the SNI; the first one is
+/// the default when none does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_listener_with_several_certificates_serves_the_one_naming_the_sni() {
+    let echo = Backend::start("echo", Proto::H1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    let x = pki.leaf(dir.path(), "x", "x.multi.test");
+    let y = pki.leaf(dir.path(), "y", "y.multi.test");
+    let port = free_port();
+    let body = fill(
+        r#"
+[[listeners]]
+name = "https"
+address = "127.0.0.1"
+port = @PORT
+protocol = "HTTPS"
+hostname = "*.multi.test"
+tls = { certificates = ["x", "y"] }
+
+[certificates.x]
+cert_file = "@XCERT"
+key_file = "@XKEY"
+
+[certificates.y]
+cert_file = "@YCERT"
+key_file = "@YKEY"
+
+[backends.echo]
+endpoints = ["@E"]
+
+[[http_routes]]
+name = "multi"
+listeners = ["https"]
+
+[[http_routes.rules]]
+backends = [{ backend = "echo" }]
+"#,
+        &[
+            ("@PORT", port.to_string()),
+            ("@XCERT", x.cert_file.display().to_string()),
+            ("@XKEY", x.key_file.display().to_string()),
+            ("@YCERT", y.cert_file.display().to_string()),
+            ("@YKEY", y.key_file.display().to_string()),
+            ("@E", echo.addr.to_string()),
+        ],
+    );
+    let _proxy = Proxy::start_in(dir, &body, &[port]).await;
+    let root = pki.root();
+    for (sni, want) in [("y.multi.test", &y), ("x.multi.test", &x)] {
+        let tls = tls_connect(addr(port), sni, &root, &[b"http/1.1"])
+            .await
+            .unwrap();
+        let (_, session) = tls.get_ref();
+        let served = &session.peer_certificates().expect("a certificate")[0];
+        assert_eq!(served.as_ref(), want.der.as_ref(), "SNI {sni}");
+        let mut h1 = H1Conn::over(tls).await.unwrap();
+        assert_eq!(h1.get(sni, "/").await.unwrap().status, 200);
+    }
+    // No certificate names z.multi.test: the first is served, and the client refuses it.
+    assert!(
+        tls_connect(addr(port), "z.multi.test", &root, &[b"http/1.1"])
+            .await
+            .is_err()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_echo_through_the_proxy() {
     let ws = ws_echo_backend().await;

@@ -133,9 +133,9 @@ pub enum ListenerProtocol {
 pub struct ListenerTls {
     #[serde(default)]
     pub mode: TlsMode,
-    /// Names in `[certificates]`. The first is served for this listener's hostname (the most
-    /// specific listener hostname covering the SNI picks the listener); further entries are
-    /// accepted for Gateway API compatibility and not served yet.
+    /// Names in `[certificates]`. The most specific listener hostname covering the SNI picks
+    /// the listener; among its certificates the first that names the SNI and whose key type
+    /// the client accepts is served (e.g. ECDSA and RSA side by side), else the first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<String>,
     /// Client certificate validation (frontend mTLS).
