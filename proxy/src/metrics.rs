@@ -22,6 +22,11 @@ pub struct Metrics {
     pub llm_tokens: IntCounterVec,
     pub llm_duration: HistogramVec,
     pub llm_ttft: HistogramVec,
+    /// TLS listener connections (TLSRoute passthrough/terminate) by route, backend, mode and
+    /// outcome; bytes by route and direction; connections open now by route.
+    pub tls_connections: IntCounterVec,
+    pub tls_bytes: IntCounterVec,
+    pub tls_active: IntGaugeVec,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -114,8 +119,32 @@ impl Metrics {
             .buckets(llm_buckets),
             &["backend", "model", "provider"],
         ));
+        let tls_connections = must(IntCounterVec::new(
+            Opts::new(
+                "citoroute_tls_connections_total",
+                "Connections on TLS listeners by TLSRoute, backend, mode (passthrough, terminate) and outcome (ok, no_route, handshake_failed, upstream_unreachable).",
+            ),
+            &["route", "backend", "mode", "outcome"],
+        ));
+        let tls_bytes = must(IntCounterVec::new(
+            Opts::new(
+                "citoroute_tls_bytes_total",
+                "Bytes relayed for TLSRoutes, by direction (downstream_to_upstream, upstream_to_downstream).",
+            ),
+            &["route", "direction"],
+        ));
+        let tls_active = must(IntGaugeVec::new(
+            Opts::new(
+                "citoroute_tls_active_connections",
+                "TLSRoute connections open now.",
+            ),
+            &["route"],
+        ));
         for c in [
             Box::new(llm_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(tls_connections.clone()),
+            Box::new(tls_bytes.clone()),
+            Box::new(tls_active.clone()),
             Box::new(llm_tokens.clone()),
             Box::new(llm_duration.clone()),
             Box::new(llm_ttft.clone()),
@@ -144,6 +173,9 @@ impl Metrics {
             llm_tokens,
             llm_duration,
             llm_ttft,
+            tls_connections,
+            tls_bytes,
+            tls_active,
         }
     }
 

@@ -113,6 +113,7 @@ pub fn run_with(reloader: Arc<Reloader>, source: Box<dyn ConfigSource>) -> Resul
                 acceptor: tls_settings(true)?.build(),
                 raw_acceptor: tls_settings(false)?.build(),
                 http: Arc::new(http),
+                metrics: reloader.metrics.clone(),
             };
             let mut svc = Service::new(format!("citoroute-tls-{port}"), mux);
             svc.add_tcp(&addr);

@@ -4,6 +4,7 @@
 
 use crate::backend::now_nanos;
 use crate::engine::Engine;
+use crate::metrics::Metrics;
 use crate::router::{Router, TlsDecision, TlsRouteTarget};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -32,6 +33,7 @@ pub struct TlsMux {
     /// Terminates for TLS listeners: no ALPN, the bytes inside are not ours to interpret.
     pub raw_acceptor: Acceptor,
     pub http: Arc<HttpProxy<Engine>>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Reads the SNI from the first TLS record without consuming it. `Ok(None)`: no SNI sent.
@@ -71,13 +73,26 @@ async fn peek_sni(stream: &mut L4Stream) -> std::io::Result<Option<String>> {
 }
 
 /// Connects to one endpoint of the route's weighted backends, trying others on failure.
-async fn connect(target: &TlsRouteTarget) -> Option<tokio::net::TcpStream> {
-    let picker = target.picker.as_ref()?;
-    let set = target
-        .backends
-        .get(picker.pick(fastrand::u64(..)))?
-        .set
-        .clone()?;
+/// Connects to one endpoint of the target's weighted backends; returns the backend's name too.
+async fn connect(target: &TlsRouteTarget) -> (Arc<str>, Option<tokio::net::TcpStream>) {
+    let Some(backend) = target
+        .picker
+        .as_ref()
+        .and_then(|p| target.backends.get(p.pick(fastrand::u64(..))))
+    else {
+        return (Arc::from(""), None);
+    };
+    let Some(set) = backend.set.clone() else {
+        return (backend.name.clone(), None);
+    };
+    let stream = connect_set(target, &set).await;
+    (backend.name.clone(), stream)
+}
+
+async fn connect_set(
+    target: &TlsRouteTarget,
+    set: &crate::backend::BackendSet,
+) -> Option<tokio::net::TcpStream> {
     let mut tried = TriedSet::new();
     for _ in 0..3 {
         let i = set.pick(None, &tried, now_nanos())?;
@@ -106,11 +121,63 @@ async fn connect(target: &TlsRouteTarget) -> Option<tokio::net::TcpStream> {
     None
 }
 
-async fn pipe<A, B>(mut client: A, mut upstream: B, shutdown: &ShutdownWatch)
+/// A stream that counts the bytes read from it, so that a relay ended by an error (e.g. a
+/// TLS peer closing without close_notify) still reports what it moved.
+struct Counted<S> {
+    inner: S,
+    read: u64,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.read += (buf.filled().len() - before) as u64;
+        r
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Relays both ways until either side closes or the server shuts down; returns the bytes
+/// read from the client and from the upstream.
+async fn pipe<A, B>(client: A, upstream: B, shutdown: &ShutdownWatch) -> (u64, u64)
 where
     A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    let mut client = Counted {
+        inner: client,
+        read: 0,
+    };
+    let mut upstream = Counted {
+        inner: upstream,
+        read: 0,
+    };
     let mut shutdown = shutdown.clone();
     tokio::select! {
         _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
@@ -118,6 +185,50 @@ where
     }
     let _ = upstream.shutdown().await;
     let _ = client.shutdown().await;
+    (client.read, upstream.read)
+}
+
+impl TlsMux {
+    /// Connects and relays one TLSRoute connection, counting it.
+    async fn relay<A>(
+        &self,
+        client: A,
+        target: &TlsRouteTarget,
+        mode: &str,
+        shutdown: &ShutdownWatch,
+    ) where
+        A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let m = &self.metrics;
+        let (backend, upstream) = connect(target).await;
+        let route = target.route.as_ref();
+        let Some(upstream) = upstream else {
+            m.tls_connections
+                .with_label_values(&[route, &backend, mode, "upstream_unreachable"])
+                .inc();
+            return;
+        };
+        m.tls_connections
+            .with_label_values(&[route, &backend, mode, "ok"])
+            .inc();
+        let active = m.tls_active.with_label_values(&[route]);
+        active.inc();
+        let (up, down) = pipe(client, upstream, shutdown).await;
+        active.dec();
+        m.tls_bytes
+            .with_label_values(&[route, "downstream_to_upstream"])
+            .inc_by(up);
+        m.tls_bytes
+            .with_label_values(&[route, "upstream_to_downstream"])
+            .inc_by(down);
+    }
+
+    fn count(&self, route: &str, mode: &str, outcome: &str) {
+        self.metrics
+            .tls_connections
+            .with_label_values(&[route, "", mode, outcome])
+            .inc();
+    }
 }
 
 #[async_trait]
@@ -140,17 +251,19 @@ impl ServerApp for TlsMux {
         match decision {
             TlsDecision::Reject => {
                 tracing::debug!(sni = ?sni, port = self.port, "no TLS listener or route for this name");
+                self.count("", "", "no_route");
                 None
             }
             TlsDecision::Passthrough(target) => {
-                let upstream = connect(&target).await?;
-                pipe(l4, upstream, shutdown).await;
+                self.relay(l4, &target, "passthrough", shutdown).await;
                 None
             }
             TlsDecision::Terminate(target) => {
-                let tls = self.raw_acceptor.tls_handshake(l4).await.ok()?;
-                let upstream = connect(&target).await?;
-                pipe(tls, upstream, shutdown).await;
+                let Ok(tls) = self.raw_acceptor.tls_handshake(l4).await else {
+                    self.count(&target.route, "terminate", "handshake_failed");
+                    return None;
+                };
+                self.relay(tls, &target, "terminate", shutdown).await;
                 None
             }
             TlsDecision::Http => {

@@ -304,4 +304,45 @@ backends = [{{ backend = "plain" }}]
             .await
             .is_err()
     );
+
+    // Every TLSRoute connection is counted, with its bytes; relays end asynchronously.
+    let want = [
+        r#"citoroute_tls_connections_total{backend="tls",mode="passthrough",outcome="ok",route="pass"} 1"#,
+        r#"citoroute_tls_connections_total{backend="plain",mode="terminate",outcome="ok",route="term"} 1"#,
+        r#"citoroute_tls_connections_total{backend="",mode="",outcome="no_route",route=""} 1"#,
+        r#"citoroute_tls_active_connections{route="pass"} 0"#,
+    ];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = admin_get(admin, "/metrics").await;
+        if want.iter().all(|w| text.contains(w)) || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for w in want {
+        assert!(text.contains(w), "missing {w} in\n{text}");
+    }
+    let bytes = |dir: &str| -> u64 {
+        let key = format!(r#"citoroute_tls_bytes_total{{direction="{dir}",route="term"}} "#);
+        text.lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(bytes("downstream_to_upstream"), 5, "\n{text}");
+    assert_eq!(
+        bytes("upstream_to_downstream"),
+        "from-plain-backend:hello".len() as u64
+    );
+}
+
+async fn admin_get(admin: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", admin)).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out).into_owned()
 }
