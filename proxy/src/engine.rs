@@ -75,6 +75,7 @@ pub struct Ctx {
     cors_origin: Option<String>,
     host: String,
     status: u16,
+    mirrors: crate::mirror::MirrorCopies,
 }
 
 impl Ctx {
@@ -204,6 +205,7 @@ impl ProxyHttp for Engine {
             cors_origin: None,
             host: String::new(),
             status: 0,
+            mirrors: crate::mirror::MirrorCopies::default(),
         }
     }
 
@@ -342,9 +344,18 @@ impl ProxyHttp for Engine {
             respond(session, 503, &[], "no healthy upstream\n").await?;
             return Ok(true);
         }
-        for m in &rule.filters.mirrors {
-            if m.fraction >= 1.0 || fastrand::f64() < m.fraction {
-                self.mirror.send(&m.backend, session.req_header(), &host);
+        if !rule.filters.mirrors.is_empty() {
+            let has_body = !session.is_body_empty();
+            for m in &rule.filters.mirrors {
+                if (m.fraction >= 1.0 || fastrand::f64() < m.fraction)
+                    && let Some(p) = crate::mirror::MirrorClient::prepare(
+                        &m.backend,
+                        session.req_header(),
+                        &host,
+                    )
+                {
+                    self.mirror.start(p, has_body, &mut ctx.mirrors);
+                }
             }
         }
         if let Some(t) = rule.request_timeout {
@@ -356,6 +367,25 @@ impl ProxyHttp for Engine {
         }
         ctx.host = host;
         Ok(false)
+    }
+
+    /// Copies the body for pending mirrors; they are sent when it ends.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if !ctx.mirrors.is_empty() {
+            if let Some(b) = body {
+                ctx.mirrors.add_chunk(b);
+            }
+            if end_of_stream {
+                ctx.mirrors.finish(&self.mirror);
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {

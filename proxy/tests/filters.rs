@@ -309,6 +309,40 @@ async fn request_mirror_reaches_the_mirror_backend() {
     send(s.port, "GET", "m.test", "/headers", &[]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(s.mirror.seen_count(), 1);
+
+    // A request body reaches the mirror too, whole, sent with a Content-Length and chunked.
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let sum: u64 = payload.iter().map(|&b| u64::from(b)).sum();
+    for chunked in [false, true] {
+        let mut b = h1_req("POST", "m.test", "/mirror/upload");
+        if chunked {
+            b = b.header("transfer-encoding", "chunked");
+        }
+        let r = h1_send(
+            addr(s.port),
+            b.body(Full::new(Bytes::from(payload.clone()))).unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.json()["body_len"],
+            payload.len(),
+            "the real backend's body"
+        );
+    }
+    let arrived = eventually(
+        Duration::from_secs(3),
+        Duration::from_millis(20),
+        || async { s.mirror.seen_count() == 3 },
+    )
+    .await;
+    assert!(arrived, "the mirrored POSTs never arrived");
+    for seen in &s.mirror.seen()[1..] {
+        assert_eq!(seen["method"], "POST");
+        assert_eq!(seen["body_len"], payload.len());
+        assert_eq!(seen["body_sum"], sum);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
