@@ -599,10 +599,6 @@ maxPods: 200
 serializeImagePulls: false
 protectKernelDefaults: false
 makeIPTablesUtilChains: true
-# Mounted ConfigMaps and Secrets are refreshed on each pod sync. The proxy still reads its
-# config from its mounted ConfigMap (the API watch is not built yet), so a 5 s sync keeps
-# route changes within the suite's 30 s consistency window; the kubelet default is 1 min.
-syncFrequency: 5s
 EOF
   start_proc kubelet "$BIN/kubelet" --config "$CFG/kubelet.yaml" --kubeconfig "$CFG/kubelet.kubeconfig" \
     --hostname-override "$NODE_NAME" --node-ip "$NODE_IP" --root-dir "$STATE/kubelet" --v=1

@@ -22,9 +22,9 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    Secret, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
-    Sysctl, Volume, VolumeMount,
+    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, Secret, SecretVolumeSource, SecurityContext,
+    Service, ServiceAccount, ServicePort, ServiceSpec, Sysctl, Volume, VolumeMount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -309,10 +309,25 @@ pub fn objects(
         image: Some(image.to_string()),
         image_pull_policy: Some("IfNotPresent".to_string()),
         // The image's entrypoint is the proxy binary.
+        // The mounted file starts the proxy; later configs come through the API (the
+        // kubelet refreshes mounted ConfigMaps only on its pod sync, up to a minute late).
         args: Some(vec![
             "--config".to_string(),
             format!("{CONFIG_DIR}/{CONFIG_KEY}"),
+            "--kube-config-map".to_string(),
+            format!("$(POD_NAMESPACE)/{}", names.base),
         ]),
+        env: Some(vec![EnvVar {
+            name: "POD_NAMESPACE".to_string(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "metadata.namespace".to_string(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
         ports: Some(container_ports),
         readiness_probe: Some(probe("/readyz", 2)),
         liveness_probe: Some(probe("/healthz", 10)),

@@ -18,6 +18,11 @@ struct Cli {
     /// Config file (TOML, or gzip-compressed TOML); watched and hot-reloaded.
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// `NAMESPACE/NAME` of a ConfigMap to watch through the Kubernetes API (in-cluster
+    /// credentials, or $KUBECONFIG); its key named like the --config file holds the config.
+    /// The file is the start-up config and the fallback while the API is unreachable.
+    #[arg(long)]
+    kube_config_map: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     json_logs: bool,
@@ -74,7 +79,7 @@ fn main() -> ExitCode {
                 eprintln!("usage: citoroute-proxy --config FILE | citoroute-proxy check FILE");
                 return ExitCode::from(2);
             };
-            match citoroute_proxy::server::run(config) {
+            match citoroute_proxy::server::run(config, cli.kube_config_map.as_deref()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("citoroute-proxy: {e}");

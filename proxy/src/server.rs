@@ -25,12 +25,25 @@ use std::time::Duration;
 const FILE_POLL: Duration = Duration::from_millis(200);
 
 /// Runs the proxy on `config_path` until SIGTERM/SIGINT. Returns only on a startup error.
-pub fn run(config_path: PathBuf) -> Result<(), String> {
+/// With `config_map` (`NAMESPACE/NAME`), later configs come from that ConfigMap through the
+/// API, the file being the start-up config and the fallback.
+pub fn run(config_path: PathBuf, config_map: Option<&str>) -> Result<(), String> {
     let bytes = std::fs::read(&config_path)
         .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
     let metrics = Arc::new(Metrics::new());
     let reloader = Arc::new(Reloader::new(&bytes, metrics.clone())?);
-    let source: Box<dyn ConfigSource> = Box::new(FileSource::new(config_path, FILE_POLL, bytes));
+    let key = config_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let file = FileSource::new(config_path, FILE_POLL, bytes);
+    let source: Box<dyn ConfigSource> = match config_map {
+        Some(r) => {
+            let (ns, name) = crate::kube_source::parse_ref(r)?;
+            Box::new(crate::kube_source::KubeSource::new(ns, name, key, file))
+        }
+        None => Box::new(file),
+    };
     run_with(reloader, source)
 }
 
