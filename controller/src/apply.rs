@@ -15,7 +15,7 @@
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::watch::{MANAGED_BY, MANAGED_BY_LABEL, Stores};
-use citoroute_config::ProxyConfig;
+use citoroute_config::{ProxyConfig, configmap};
 use citoroute_translate::{CERT_DIR, ObjectKey, certificate_keys};
 use gateway_api::experimental::gateways::Gateway;
 use k8s_openapi::ByteString;
@@ -43,15 +43,18 @@ use std::sync::Arc;
 /// The one field manager of every write.
 pub const FIELD_MANAGER: &str = "citoroute-controller";
 /// Annotation on the ConfigMap: SHA-256 of the TOML it carries.
-pub const CONFIG_HASH: &str = "citoroute.io/config-hash";
+pub const CONFIG_HASH: &str = configmap::HASH_ANNOTATION;
 /// Deployment annotation: hash of every object applied for the Gateway except the ConfigMap.
 pub const OBJECTS_HASH: &str = "citoroute.io/objects-hash";
 /// Pod-template annotation: hash of the listener ports (a change rolls the pods).
 pub const PORTS_HASH: &str = "citoroute.io/listener-ports-hash";
 /// The key of the compressed config in the ConfigMap's `binaryData`.
-pub const CONFIG_KEY: &str = "config.toml.gz";
+pub const CONFIG_KEY: &str = configmap::CONFIG_KEY;
 /// Where the config ConfigMap is mounted in the proxy container.
 pub const CONFIG_DIR: &str = "/etc/citoroute/config";
+/// Where the proxy's Secret is mounted: the seed of [`CERT_DIR`], which the proxy keeps
+/// equal to the Secret through the API.
+pub const CERT_SEED_DIR: &str = "/etc/citoroute/certs-seed";
 /// The proxy's admin port (`/healthz`, `/readyz`, `/metrics`).
 pub const ADMIN_PORT: u16 = 9091;
 
@@ -66,6 +69,8 @@ pub struct Applier {
     certs: BTreeMap<ObjectKey, (String, BTreeMap<String, ByteString>)>,
     /// Re-apply everything in the next reconcile, whatever the hashes say.
     force: bool,
+    /// Largest part of a config split over several ConfigMaps.
+    max_part: usize,
 }
 
 /// The names of a Gateway's proxy objects.
@@ -188,29 +193,77 @@ fn selector_labels(gateway: &str) -> BTreeMap<String, String> {
     m
 }
 
-/// The ConfigMap carrying the compressed config.
-pub fn config_map(
+/// The ConfigMaps carrying the compressed config: the main one, and the parts when the config
+/// is too large for one object (see [`configmap`]). Pure.
+pub fn config_maps(
     gw: &Gateway,
     names: &Names,
     owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
     toml: &str,
-) -> ConfigMap {
-    let mut metadata = meta(gw, &names.base, owner);
-    metadata
-        .annotations
-        .get_or_insert_with(Default::default)
-        .insert(CONFIG_HASH.to_string(), sha256_hex(toml.as_bytes()));
-    ConfigMap {
-        metadata,
-        binary_data: Some(
-            [(
-                CONFIG_KEY.to_string(),
-                ByteString(citoroute_config::compress(toml.as_bytes())),
-            )]
-            .into(),
-        ),
-        ..Default::default()
+    max_part: usize,
+) -> (ConfigMap, Vec<ConfigMap>) {
+    let hash = sha256_hex(toml.as_bytes());
+    let gz = citoroute_config::compress(toml.as_bytes());
+    let chunks = configmap::split(&gz, max_part);
+    let with_annotations = |name: &str, extra: &[(&str, String)]| {
+        let mut metadata = meta(gw, name, owner);
+        let a = metadata.annotations.get_or_insert_with(Default::default);
+        a.insert(CONFIG_HASH.to_string(), hash.clone());
+        for (k, v) in extra {
+            a.insert(k.to_string(), v.clone());
+        }
+        metadata
+    };
+    if chunks.len() == 1 {
+        let main = ConfigMap {
+            metadata: with_annotations(&names.base, &[]),
+            binary_data: Some([(CONFIG_KEY.to_string(), ByteString(gz.clone()))].into()),
+            ..Default::default()
+        };
+        return (main, Vec::new());
     }
+    let parts = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, chunk)| ConfigMap {
+            metadata: with_annotations(
+                &configmap::part_name(&names.base, i),
+                &[(configmap::PART_INDEX_ANNOTATION, i.to_string())],
+            ),
+            binary_data: Some(
+                [(configmap::PART_KEY.to_string(), ByteString(chunk.to_vec()))].into(),
+            ),
+            ..Default::default()
+        })
+        .collect::<Vec<_>>();
+    let main = ConfigMap {
+        metadata: with_annotations(
+            &names.base,
+            &[(configmap::PARTS_ANNOTATION, parts.len().to_string())],
+        ),
+        // An empty map, so Server-Side Apply drops a whole config left from before.
+        binary_data: Some(BTreeMap::new()),
+        ..Default::default()
+    };
+    (main, parts)
+}
+
+/// The part ConfigMaps of `base` in the store whose index is `keep` or more: left over from
+/// a config that had more parts.
+fn stale_parts(stores: &Stores, ns: &str, base: &str, keep: usize) -> Vec<String> {
+    let prefix = format!("{base}-part-");
+    stores
+        .config_maps
+        .state()
+        .iter()
+        .filter(|cm| cm.namespace().as_deref() == Some(ns))
+        .map(|cm| cm.name_any())
+        .filter(|name| {
+            name.strip_prefix(&prefix)
+                .and_then(|i| i.parse::<usize>().ok())
+                .is_some_and(|i| i >= keep)
+        })
+        .collect()
 }
 
 /// Builds every object of a Gateway's proxy except the ConfigMap. Pure.
@@ -221,6 +274,7 @@ pub fn objects(
     cfg: &ProxyConfig,
     image: &str,
     cert_data: BTreeMap<String, ByteString>,
+    config_parts: usize,
 ) -> Objects {
     let gw_name = gw.name_any();
     let m = |name: &str| meta(gw, name, owner);
@@ -237,7 +291,7 @@ pub fn objects(
         ..Default::default()
     };
     let verbs = vec!["get".to_string(), "list".to_string(), "watch".to_string()];
-    let role = Role {
+    let mut role = Role {
         metadata: m(&names.base),
         rules: Some(vec![
             PolicyRule {
@@ -256,6 +310,23 @@ pub fn objects(
             },
         ]),
     };
+    // The parts of a split config are read once the main ConfigMap announces them. (Never
+    // a rule without names: that would grant every ConfigMap of the namespace.)
+    if config_parts > 0
+        && let Some(rules) = role.rules.as_mut()
+    {
+        rules.push(PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["configmaps".to_string()]),
+            resource_names: Some(
+                (0..config_parts)
+                    .map(|i| configmap::part_name(&names.base, i))
+                    .collect(),
+            ),
+            verbs: vec!["get".to_string()],
+            ..Default::default()
+        });
+    }
     let role_binding = RoleBinding {
         metadata: m(&names.base),
         role_ref: RoleRef {
@@ -316,6 +387,14 @@ pub fn objects(
             format!("{CONFIG_DIR}/{CONFIG_KEY}"),
             "--kube-config-map".to_string(),
             format!("$(POD_NAMESPACE)/{}", names.base),
+            // Certificates and credentials follow the Secret through the API into an
+            // in-memory directory; the mounted copy only seeds it at start.
+            "--kube-secret".to_string(),
+            format!("$(POD_NAMESPACE)/{}", names.certs),
+            "--secret-dir".to_string(),
+            CERT_DIR.to_string(),
+            "--secret-seed".to_string(),
+            CERT_SEED_DIR.to_string(),
         ]),
         env: Some(vec![EnvVar {
             name: "POD_NAMESPACE".to_string(),
@@ -362,6 +441,11 @@ pub fn objects(
             VolumeMount {
                 name: "certs".to_string(),
                 mount_path: CERT_DIR.to_string(),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "certs-seed".to_string(),
+                mount_path: CERT_SEED_DIR.to_string(),
                 read_only: Some(true),
                 ..Default::default()
             },
@@ -411,8 +495,17 @@ pub fn objects(
                             }),
                             ..Default::default()
                         },
+                        // tmpfs, like a Secret volume: keys never touch a disk.
                         Volume {
                             name: "certs".to_string(),
+                            empty_dir: Some(EmptyDirVolumeSource {
+                                medium: Some("Memory".to_string()),
+                                size_limit: Some(Quantity("4Mi".to_string())),
+                            }),
+                            ..Default::default()
+                        },
+                        Volume {
+                            name: "certs-seed".to_string(),
                             secret: Some(SecretVolumeSource {
                                 secret_name: Some(names.certs.clone()),
                                 ..Default::default()
@@ -464,7 +557,7 @@ pub fn objects(
 }
 
 impl Applier {
-    pub fn new(client: Client, image: String, metrics: Arc<Metrics>) -> Applier {
+    pub fn new(client: Client, image: String, metrics: Arc<Metrics>, max_part: usize) -> Applier {
         Applier {
             client,
             image,
@@ -472,6 +565,7 @@ impl Applier {
             applied: BTreeMap::new(),
             certs: BTreeMap::new(),
             force: false,
+            max_part: max_part.max(1),
         }
     }
 
@@ -599,62 +693,129 @@ impl Applier {
             message: e.to_string(),
         })?;
 
-        // The ConfigMap first: a new Deployment's pods need it to start.
+        // Compressing a large config costs milliseconds: only when its hash changed.
         let want_hash = sha256_hex(toml.as_bytes());
-        let have_hash = stores
+        let main_cm = stores
             .config_maps
-            .get(&ObjectRef::new(&names.base).within(&ns))
+            .get(&ObjectRef::new(&names.base).within(&ns));
+        let have_hash = main_cm
+            .as_ref()
             .and_then(|cm| cm.annotations().get(CONFIG_HASH).cloned());
-        if have_hash.as_deref() != Some(want_hash.as_str()) {
-            self.ssa(&ns, &config_map(gw, &names, &owner, &toml))
-                .await?;
-            tracing::info!(gateway = %format!("{}/{}", key.0, key.1), hash = %&want_hash[..12], "config written");
-        }
+        let config = (have_hash.as_deref() != Some(want_hash.as_str()))
+            .then(|| config_maps(gw, &names, &owner, &toml, self.max_part));
+        let config_parts = match &config {
+            Some((_, parts)) => parts.len(),
+            None => main_cm
+                .as_ref()
+                .and_then(|cm| {
+                    configmap::parts_count(
+                        cm.annotations()
+                            .get(configmap::PARTS_ANNOTATION)
+                            .map(String::as_str),
+                    )
+                    .ok()
+                    .flatten()
+                })
+                .unwrap_or(0),
+        };
 
         let mut cert_data = self.cert_data(secrets, stores).await?;
         cert_data.extend(llm_data);
-        let objs = objects(gw, &names, &owner, &cfg, &self.image, cert_data);
+        let mut objs = objects(
+            gw,
+            &names,
+            &owner,
+            &cfg,
+            &self.image,
+            cert_data,
+            config_parts,
+        );
         let objs_hash = sha256_hex(&serde_json::to_vec(&objs).map_err(|e| Error::Encode {
             what: "proxy objects".to_string(),
             message: e.to_string(),
         })?);
-        if let Some((h, addr)) = self.applied.get(&key)
-            && *h == objs_hash
-        {
-            return Ok(addr.clone());
-        }
-        // After a restart: what the cluster holds says whether anything changed.
-        if !self.force {
-            let deployed = stores
-                .deployments
-                .get(&ObjectRef::new(&names.base).within(&ns))
-                .and_then(|d| d.annotations().get(OBJECTS_HASH).cloned());
-            let svc = stores
-                .services
-                .get(&ObjectRef::new(&names.base).within(&ns));
-            if deployed.as_deref() == Some(objs_hash.as_str())
-                && let Some(svc) = svc
-            {
-                let addr = cluster_ip(&svc);
-                self.applied.insert(key, (objs_hash, addr.clone()));
-                return Ok(addr);
-            }
-        }
-        let mut objs = objs;
+        let mut addr = self.unchanged_address(&key, &names, &objs_hash, stores);
+        let objs_changed = addr.is_none();
         objs.deployment
             .metadata
             .annotations
             .get_or_insert_with(Default::default)
             .insert(OBJECTS_HASH.to_string(), objs_hash.clone());
-        self.ssa(&ns, &objs.cert_secret).await?;
-        self.ssa(&ns, &objs.service_account).await?;
-        self.ssa(&ns, &objs.role).await?;
-        self.ssa(&ns, &objs.role_binding).await?;
-        self.ssa(&ns, &objs.deployment).await?;
-        let svc = self.ssa(&ns, &objs.service).await?;
+
+        // Order: the files (Secret) and the right to read the parts before the config that
+        // needs them; the config before a new Deployment, whose pods start from it.
+        if objs_changed {
+            self.ssa(&ns, &objs.cert_secret).await?;
+            self.ssa(&ns, &objs.service_account).await?;
+            self.ssa(&ns, &objs.role).await?;
+            self.ssa(&ns, &objs.role_binding).await?;
+        }
+        if let Some((main, parts)) = &config {
+            for part in parts {
+                self.ssa(&ns, part).await?;
+            }
+            self.ssa(&ns, main).await?;
+            for stale in stale_parts(stores, &ns, &names.base, parts.len()) {
+                self.delete_config_map(&ns, &stale).await?;
+            }
+            tracing::info!(gateway = %format!("{}/{}", key.0, key.1), hash = %&want_hash[..12], parts = parts.len().max(1), "config written");
+        }
+        if objs_changed {
+            self.ssa(&ns, &objs.deployment).await?;
+            let svc = self.ssa(&ns, &objs.service).await?;
+            let ip = cluster_ip(&svc);
+            self.applied.insert(key, (objs_hash, ip.clone()));
+            addr = Some(ip);
+        }
+        Ok(addr.flatten())
+    }
+
+    /// When the objects hashed `objs_hash` were applied already (this process, or per the
+    /// Deployment's annotation after a restart), the proxy Service's address.
+    fn unchanged_address(
+        &mut self,
+        key: &ObjectKey,
+        names: &Names,
+        objs_hash: &str,
+        stores: &Stores,
+    ) -> Option<Option<String>> {
+        if let Some((h, addr)) = self.applied.get(key)
+            && h == objs_hash
+        {
+            return Some(addr.clone());
+        }
+        if self.force {
+            return None;
+        }
+        let deployed = stores
+            .deployments
+            .get(&ObjectRef::new(&names.base).within(&key.0))
+            .and_then(|d| d.annotations().get(OBJECTS_HASH).cloned());
+        let svc = stores
+            .services
+            .get(&ObjectRef::new(&names.base).within(&key.0))?;
+        if deployed.as_deref() != Some(objs_hash) {
+            return None;
+        }
         let addr = cluster_ip(&svc);
-        self.applied.insert(key, (objs_hash, addr.clone()));
-        Ok(addr)
+        self.applied
+            .insert(key.clone(), (objs_hash.to_string(), addr.clone()));
+        Some(addr)
+    }
+
+    async fn delete_config_map(&self, ns: &str, name: &str) -> Result<(), Error> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
+        self.metrics.write("ConfigMap");
+        match api.delete(name, &Default::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(Error::Apply {
+                kind: "ConfigMap",
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                source: Box::new(e),
+            }),
+        }
     }
 }
 
@@ -731,7 +892,7 @@ mod tests {
         b.listeners.push(listener("other", 80));
         let tpl = |c: &ProxyConfig| {
             serde_json::to_value(
-                objects(&gw, &names, &owner, c, "img", BTreeMap::new())
+                objects(&gw, &names, &owner, c, "img", BTreeMap::new(), 0)
                     .deployment
                     .spec
                     .map(|s| s.template),
@@ -749,7 +910,15 @@ mod tests {
         let owner = gw.controller_owner_ref(&()).unwrap_or_default();
         let mut cfg = ProxyConfig::empty();
         cfg.listeners.push(listener("http", 80));
-        let objs = objects(&gw, &Names::of("gw"), &owner, &cfg, "img", BTreeMap::new());
+        let objs = objects(
+            &gw,
+            &Names::of("gw"),
+            &owner,
+            &cfg,
+            "img",
+            BTreeMap::new(),
+            0,
+        );
         let md = &objs.service.metadata;
         assert_eq!(
             md.labels
@@ -771,11 +940,90 @@ mod tests {
         );
         let ports = objs.service.spec.and_then(|s| s.ports).unwrap_or_default();
         assert_eq!(ports.len(), 1);
-        let cm = config_map(&gw, &Names::of("gw"), &owner, "version = 1\n");
+        let (cm, parts) = config_maps(
+            &gw,
+            &Names::of("gw"),
+            &owner,
+            "version = 1\n",
+            configmap::MAX_PART_BYTES,
+        );
+        assert!(parts.is_empty());
         let gz = cm
             .binary_data
             .and_then(|d| d.get(CONFIG_KEY).cloned())
             .unwrap_or_default();
         assert!(ProxyConfig::from_bytes(&gz.0).is_ok());
+    }
+
+    /// A config larger than one part: parts that join into it, a main ConfigMap that only
+    /// announces them, and a Role that may read exactly those parts.
+    #[test]
+    fn a_large_config_is_split_and_the_role_names_its_parts() {
+        let gw = gateway();
+        let owner = gw.controller_owner_ref(&()).unwrap_or_default();
+        let names = Names::of("gw");
+        let mut cfg = ProxyConfig::empty();
+        cfg.listeners.push(listener("http", 80));
+        let toml = cfg.to_toml().unwrap_or_default();
+        let hash = sha256_hex(toml.as_bytes());
+        let (main, parts) = config_maps(&gw, &names, &owner, &toml, 16);
+        assert!(parts.len() > 1, "{} parts", parts.len());
+        let ann = |cm: &ConfigMap, k: &str| cm.annotations().get(k).cloned();
+        assert_eq!(
+            ann(&main, configmap::PARTS_ANNOTATION),
+            Some(parts.len().to_string())
+        );
+        assert_eq!(ann(&main, CONFIG_HASH), Some(hash.clone()));
+        assert_eq!(main.binary_data.as_ref().map(BTreeMap::len), Some(0));
+        let read: Vec<Option<configmap::Part>> = parts
+            .iter()
+            .map(|p| {
+                Some(configmap::Part {
+                    hash: ann(p, CONFIG_HASH).unwrap_or_default(),
+                    index: ann(p, configmap::PART_INDEX_ANNOTATION).and_then(|i| i.parse().ok()),
+                    bytes: p
+                        .binary_data
+                        .as_ref()
+                        .and_then(|d| d.get(configmap::PART_KEY))
+                        .map(|b| b.0.clone())
+                        .unwrap_or_default(),
+                })
+            })
+            .collect();
+        let joined = configmap::join(&hash, &read).unwrap_or_default();
+        assert_eq!(
+            ProxyConfig::from_bytes(&joined)
+                .ok()
+                .map(|c| c.listeners.len()),
+            Some(1)
+        );
+
+        let objs = objects(
+            &gw,
+            &names,
+            &owner,
+            &cfg,
+            "img",
+            BTreeMap::new(),
+            parts.len(),
+        );
+        let rules = objs.role.rules.unwrap_or_default();
+        let part_rule = rules
+            .iter()
+            .find(|r| r.verbs == ["get"])
+            .and_then(|r| r.resource_names.clone())
+            .unwrap_or_default();
+        let names_of_parts: Vec<String> = parts.iter().map(|p| p.name_any()).collect();
+        assert_eq!(part_rule, names_of_parts);
+        let whole = objects(&gw, &names, &owner, &cfg, "img", BTreeMap::new(), 0);
+        assert!(
+            whole
+                .role
+                .rules
+                .unwrap_or_default()
+                .iter()
+                .all(|r| r.resource_names.as_ref().is_some_and(|n| n.len() == 1)),
+            "every rule of a whole config names one object"
+        );
     }
 }

@@ -34,9 +34,16 @@ struct Cli {
     /// The controllerName of the GatewayClasses we handle.
     #[arg(long, default_value = citoroute_translate::CONTROLLER_NAME)]
     controller_name: String,
-    /// Debounce of cluster events before a reconcile, in milliseconds.
+    /// How long a burst of cluster events may settle before a reconcile, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    settle_ms: u64,
+    /// The shortest time between two reconciles while changes keep coming, in milliseconds.
     #[arg(long, default_value_t = 100)]
     debounce_ms: u64,
+    /// Largest part of a config split over several ConfigMaps, in bytes (compressed). Lower
+    /// only to test splitting: the default keeps each part well under the 1 MiB limit.
+    #[arg(long, default_value_t = citoroute_config::configmap::MAX_PART_BYTES)]
+    config_part_bytes: usize,
     /// Run only while holding the Lease `citoroute-controller` (for more than one replica).
     #[arg(long)]
     leader_elect: bool,
@@ -153,14 +160,20 @@ async fn run(cli: Cli) -> Result<(), String> {
     tracing::info!(image = %proxy_image, "stores ready; reconciling");
     notify.notify_one();
     let reconciler = reconcile::Reconciler {
-        applier: apply::Applier::new(client.clone(), proxy_image, metrics.clone()),
+        applier: apply::Applier::new(
+            client.clone(),
+            proxy_image,
+            metrics.clone(),
+            cli.config_part_bytes,
+        ),
         llm_files: llm_files::LlmFileReader::new(client.clone()),
         status: status::StatusWriter::new(client, metrics.clone(), cli.controller_name),
         stores,
         metrics,
         notify,
         settings: reconcile::Settings {
-            debounce: Duration::from_millis(cli.debounce_ms),
+            settle: Duration::from_millis(cli.settle_ms),
+            min_interval: Duration::from_millis(cli.debounce_ms),
             retry: Duration::from_secs(2),
             resync: Duration::from_secs(300),
         },

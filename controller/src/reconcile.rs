@@ -1,5 +1,8 @@
-//! The reconcile loop: wait for a cluster event, let more arrive for the debounce interval,
-//! snapshot the stores, translate (pure), apply every proxy, write statuses.
+//! The reconcile loop: wait for a cluster event, let the rest of its burst arrive (a few
+//! milliseconds), snapshot the stores, translate (pure), apply every proxy, write statuses.
+//!
+//! A change after a quiet spell is served at once; under a sustained stream of changes,
+//! reconciles start at most once per `min_interval`, each taking in everything that arrived.
 
 use crate::apply::Applier;
 use crate::error::Error;
@@ -17,8 +20,10 @@ use tokio::sync::{Notify, watch};
 /// Loop settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// How long to wait for more events after the first before reconciling.
-    pub debounce: Duration,
+    /// How long to let a burst of events (one `kubectl apply` of many objects) settle.
+    pub settle: Duration,
+    /// The shortest time between the starts of two reconciles: bounds the work under churn.
+    pub min_interval: Duration,
     /// Retry delay after a failed reconcile.
     pub retry: Duration,
     /// Every this often, re-apply every proxy object (repairs hand edits).
@@ -102,6 +107,7 @@ impl Reconciler {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut retry_at: Option<tokio::time::Instant> = None;
         let mut next_resync = tokio::time::Instant::now() + self.settings.resync;
+        let mut last_start: Option<tokio::time::Instant> = None;
         loop {
             let retry = async {
                 match retry_at {
@@ -121,8 +127,9 @@ impl Reconciler {
             if *shutdown.borrow() {
                 break;
             }
-            // Debounce: let a burst of events settle into one reconcile.
-            tokio::time::sleep(self.settings.debounce).await;
+            let start = next_start(last_start, tokio::time::Instant::now(), &self.settings);
+            tokio::time::sleep_until(start).await;
+            last_start = Some(tokio::time::Instant::now());
             let errors = self.reconcile_once().await;
             if errors.is_empty() {
                 retry_at = None;
@@ -135,5 +142,49 @@ impl Reconciler {
             }
         }
         tracing::info!("reconcile loop stopped");
+    }
+}
+
+/// When the next reconcile may start, given the start of the previous one and an event now.
+fn next_start<I>(last_start: Option<I>, now: I, s: &Settings) -> I
+where
+    I: Copy + Ord + std::ops::Add<Duration, Output = I>,
+{
+    let settled = now + s.settle;
+    match last_start {
+        Some(last) => settled.max(last + s.min_interval),
+        None => settled,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            settle: Duration::from_millis(5),
+            min_interval: Duration::from_millis(100),
+            retry: Duration::from_secs(2),
+            resync: Duration::from_secs(300),
+        }
+    }
+
+    #[test]
+    fn a_change_after_a_quiet_spell_waits_only_to_settle() {
+        let t0 = Instant::now();
+        let s = settings();
+        assert_eq!(next_start(None, t0, &s), t0 + s.settle);
+        let long_ago = t0;
+        let now = t0 + Duration::from_secs(1);
+        assert_eq!(next_start(Some(long_ago), now, &s), now + s.settle);
+    }
+
+    #[test]
+    fn changes_under_churn_wait_for_the_min_interval() {
+        let t0 = Instant::now();
+        let s = settings();
+        let now = t0 + Duration::from_millis(20);
+        assert_eq!(next_start(Some(t0), now, &s), t0 + s.min_interval);
     }
 }

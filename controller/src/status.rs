@@ -13,6 +13,7 @@ use crate::watch::Stores;
 use citoroute_translate::{
     Condition, GATEWAY_GROUP, GatewayStatus, ObjectKey, RouteKey, RouteKind, Translation,
 };
+use futures::StreamExt;
 use gateway_api::experimental::grpcroutes::GrpcRoute;
 use gateway_api::experimental::tlsroutes::TlsRoute;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
@@ -22,6 +23,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// Route status writes sent at once (each one a read and a replace).
+const STATUS_WRITES_IN_FLIGHT: usize = 16;
 
 mod llm;
 
@@ -306,6 +310,7 @@ impl StatusWriter {
     ) where
         K: Resource<DynamicType = ()> + Clone + Serialize + 'static,
     {
+        let mut changed = Vec::new();
         for route in store.state() {
             let (Some(ns), name) = (route.namespace(), route.name_any()) else {
                 continue;
@@ -323,13 +328,21 @@ impl StatusWriter {
             let existing: Vec<Value> = status_of(&*route)
                 .and_then(|s| s.get("parents").and_then(Value::as_array).cloned())
                 .unwrap_or_default();
-            if !route_changed(&existing, ours, &self.controller, now) {
-                continue;
-            }
-            if let Err(e) = self.write_route::<K>(&ns, &name, ours, now).await {
-                errors.push(e);
+            if route_changed(&existing, ours, &self.controller, now) {
+                changed.push((ns, name, ours));
             }
         }
+        // Each write is a read and a replace: a bulk apply of a thousand routes would take
+        // seconds one after the other, and the next reconcile (the next config) waits for them.
+        let results: Vec<Result<(), Error>> =
+            futures::stream::iter(changed)
+                .map(|(ns, name, ours)| async move {
+                    self.write_route::<K>(&ns, &name, ours, now).await
+                })
+                .buffer_unordered(STATUS_WRITES_IN_FLIGHT)
+                .collect()
+                .await;
+        errors.extend(results.into_iter().filter_map(Result::err));
     }
 
     async fn write_route<K>(

@@ -57,9 +57,9 @@ jp() { kc get "$1" -n "$NS" "$2" -o jsonpath="$3"; }
 cond_is() { # KIND NAME JSONPATH-TO-CONDITIONS TYPE STATUS
   [ "$(jp "$1" "$2" "{$3[?(@.type==\"$4\")].status}")" = "$5" ]
 }
-start_controller() {
+start_controller() { # [EXTRA CONTROLLER ARGS...]
   KUBECONFIG="$KUBECONFIG" RUST_LOG=info,kube=warn \
-    "$ROOT/target/debug/citoroute-controller" --metrics-address "$METRICS" \
+    "$ROOT/target/debug/citoroute-controller" --metrics-address "$METRICS" "$@" \
     >>"$WORK/controller.log" 2>&1 &
   CTRL_PID=$!
   wait_for 60 "controller reconciled" grep -q "stores ready" "$WORK/controller.log"
@@ -269,6 +269,51 @@ YAML
     "curl -sf --max-time 2 -H 'Host: late.example' http://$CLUSTER_IP/late >/dev/null"
   log "propagation of a new HTTPRoute to the first 200: $((($(date +%s%N) - T0) / 1000000)) ms"
 fi
+
+# Certificate rotation: the proxy follows its Secret through the API (a mounted Secret changes
+# only on the kubelet's next sync of the pod, a minute or more).
+if [ "$WITH_PROXY" = 1 ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+    -subj /CN=echo.example -addext subjectAltName=DNS:echo.example \
+    -keyout "$WORK/tls2.key" -out "$WORK/tls2.crt" 2>/dev/null
+  kc create secret tls -n "$NS" echo-tls --cert "$WORK/tls2.crt" --key "$WORK/tls2.key" \
+    --dry-run=client -o yaml | kc replace -f - >/dev/null
+  T0=$(date +%s%N)
+  wait_for 20 "the rotated certificate serves HTTPS" bash -c \
+    "curl -sf --max-time 2 --cacert '$WORK/tls2.crt' --resolve echo.example:443:$CLUSTER_IP https://echo.example/rotated >/dev/null"
+  log "certificate rotation to the first handshake with the new certificate: $((($(date +%s%N) - T0) / 1000000)) ms"
+fi
+
+# A config split over several ConfigMaps (forced by a tiny part size): the main ConfigMap
+# announces its parts, the Role names exactly them, and a new route still propagates.
+kill "$CTRL_PID"; wait "$CTRL_PID" 2>/dev/null || true; CTRL_PID=""
+start_controller --config-part-bytes 512
+wait_for 30 "the config is split into parts" bash -c \
+  "[ \"\$(kubectl --kubeconfig '$KUBECONFIG' get configmap -n $NS gw-citoroute -o jsonpath='{.metadata.annotations.citoroute\\.io/config-parts}')\" -ge 2 ]"
+PARTS="$(jp configmap gw-citoroute '{.metadata.annotations.citoroute\.io/config-parts}')"
+: >"$WORK/joined.gz"
+for ((i = 0; i < PARTS; i++)); do
+  jp configmap "gw-citoroute-part-$i" '{.binaryData.config\.toml\.gz\.part}' | base64 -d >>"$WORK/joined.gz"
+done
+gzip -dc "$WORK/joined.gz" | grep -q 'citoroute-e2e/echo' || fail "the parts do not join into the config"
+[ -z "$(jp configmap gw-citoroute '{.binaryData}')" ] || fail "the main ConfigMap still holds a whole config"
+jp role gw-citoroute '{.rules[*].resourceNames[*]}' | grep -q "gw-citoroute-part-$((PARTS - 1))" || fail "the Role does not name the parts"
+log "ok: config in $PARTS parts that join, Role names them"
+if [ "$WITH_PROXY" = 1 ]; then
+  kc apply -f - >/dev/null <<YAML
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: split, namespace: $NS}
+spec:
+  parentRefs: [{name: gw, sectionName: http}]
+  hostnames: [split.example]
+  rules: [{backendRefs: [{name: echo, port: 8080}]}]
+YAML
+  T0=$(date +%s%N)
+  wait_for 30 "a new route serves from a split config" bash -c \
+    "curl -sf --max-time 2 -H 'Host: split.example' http://$CLUSTER_IP/split >/dev/null"
+  log "propagation through a split config: $((($(date +%s%N) - T0) / 1000000)) ms"
+fi
 log "errors: $(wget -q -O - "http://$METRICS/metrics" | grep '^citoroute_controller_errors_total' | tr '\n' ' ')"
 
 # Leader election: two replicas, one reconciles; when it stops, the other takes over.
@@ -285,4 +330,11 @@ sleep 4
 kill "$LE1"; wait "$LE1" 2>/dev/null || true; LE1=""
 wait_for 30 "second replica takes over" grep -q "became leader" "$WORK/le2.log"
 wait_for 10 "the new leader reconciles" bash -c "[ \"\$(wget -q -O - http://127.0.0.1:19092/metrics | awk '/^citoroute_controller_reconciles_total/ {print \$2}')\" -ge 1 ]"
+# The replicas run with the default part size: the config is whole again, the parts gone.
+wait_for 30 "the config is whole again and its parts deleted" bash -c \
+  "! kubectl --kubeconfig '$KUBECONFIG' get configmap -n $NS gw-citoroute-part-0"
+if [ "$WITH_PROXY" = 1 ]; then
+  jp configmap gw-citoroute '{.binaryData.config\.toml\.gz}' | base64 -d | gzip -dc | grep -q 'split.example' ||
+    fail "the whole config lacks the route added while split"
+fi
 log "PASS"

@@ -23,6 +23,17 @@ struct Cli {
     /// The file is the start-up config and the fallback while the API is unreachable.
     #[arg(long)]
     kube_config_map: Option<String>,
+    /// `NAMESPACE/NAME` of a Secret to follow through the Kubernetes API into --secret-dir
+    /// (one file per key), where the config's certificate and credential paths point.
+    #[arg(long, requires = "secret_dir")]
+    kube_secret: Option<String>,
+    /// A private, writable directory (in Kubernetes an in-memory emptyDir) for --kube-secret.
+    #[arg(long)]
+    secret_dir: Option<PathBuf>,
+    /// The mounted copy of --kube-secret, copied into --secret-dir at start so the first
+    /// config finds its files before the API answers.
+    #[arg(long)]
+    secret_seed: Option<PathBuf>,
     /// Log as JSON lines instead of text.
     #[arg(long)]
     json_logs: bool,
@@ -79,7 +90,13 @@ fn main() -> ExitCode {
                 eprintln!("usage: citoroute-proxy --config FILE | citoroute-proxy check FILE");
                 return ExitCode::from(2);
             };
-            match citoroute_proxy::server::run(config, cli.kube_config_map.as_deref()) {
+            let kube = citoroute_proxy::server::KubeOptions {
+                config_map: cli.kube_config_map,
+                secret: cli.kube_secret,
+                secret_dir: cli.secret_dir,
+                secret_seed: cli.secret_seed,
+            };
+            match citoroute_proxy::server::run(config, kube) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("citoroute-proxy: {e}");

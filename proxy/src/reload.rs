@@ -109,6 +109,9 @@ pub struct Reloader {
     /// Client certificate policies per port (frontend mTLS).
     pub client_auth: Arc<ArcSwap<ClientAuthTable>>,
     pub metrics: Arc<Metrics>,
+    /// Notified when the files a config loads were rewritten (the Secret watch): they are
+    /// looked at right away instead of at the next poll.
+    pub files_changed: Arc<tokio::sync::Notify>,
     breakers: BreakerRegistry,
     generation: AtomicU64,
     bound: BTreeSet<(String, u16, bool)>,
@@ -128,6 +131,7 @@ impl Reloader {
             certs: Arc::new(ArcSwap::from_pointee(certs)),
             client_auth: Arc::new(ArcSwap::from_pointee(client_auth)),
             metrics,
+            files_changed: Arc::new(tokio::sync::Notify::new()),
             breakers,
             generation: AtomicU64::new(1),
             bound: sockets(&cfg),
@@ -231,6 +235,12 @@ impl Reloader {
                         tracing::info!("certificate or CA files changed; reloading the config");
                         let _ = self.apply_config(wanted.clone());
                     }
+                }
+                // Any of the config's files may have changed (credentials too): reload all.
+                _ = self.files_changed.notified() => {
+                    stamp = file_stamps(&wanted);
+                    tracing::info!("the Secret's files changed; reloading the config");
+                    let _ = self.apply_config(wanted.clone());
                 }
             }
         }

@@ -24,30 +24,103 @@ use std::time::Duration;
 /// How often the file source looks at the config file.
 const FILE_POLL: Duration = Duration::from_millis(200);
 
+/// Where, in Kubernetes, the proxy follows its config and files through the API.
+#[derive(Debug, Default, Clone)]
+pub struct KubeOptions {
+    /// `NAMESPACE/NAME` of the config ConfigMap.
+    pub config_map: Option<String>,
+    /// `NAMESPACE/NAME` of the Secret whose keys become files in `secret_dir`.
+    pub secret: Option<String>,
+    pub secret_dir: Option<PathBuf>,
+    /// The mounted copy of the Secret, copied into `secret_dir` at start.
+    pub secret_seed: Option<PathBuf>,
+}
+
+/// How long a proxy without a start-up file (a split config) waits for the API at start.
+const FIRST_CONFIG_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Runs the proxy on `config_path` until SIGTERM/SIGINT. Returns only on a startup error.
-/// With `config_map` (`NAMESPACE/NAME`), later configs come from that ConfigMap through the
-/// API, the file being the start-up config and the fallback.
-pub fn run(config_path: PathBuf, config_map: Option<&str>) -> Result<(), String> {
-    let bytes = std::fs::read(&config_path)
-        .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
-    let metrics = Arc::new(Metrics::new());
-    let reloader = Arc::new(Reloader::new(&bytes, metrics.clone())?);
+/// With a ConfigMap in `kube`, later configs come from it through the API, the file being
+/// the start-up config and the fallback; with a Secret, its files follow it too.
+pub fn run(config_path: PathBuf, kube: KubeOptions) -> Result<(), String> {
+    let secret_sync = match (&kube.secret, &kube.secret_dir) {
+        (Some(r), Some(dir)) => {
+            let (namespace, name) = crate::kube_source::parse_ref(r)?;
+            if let Some(seed) = &kube.secret_seed {
+                seed_files(seed, dir)?;
+            }
+            Some(crate::kube_secret::SecretSync {
+                namespace,
+                name,
+                dir: dir.clone(),
+            })
+        }
+        (Some(_), None) => return Err("--kube-secret needs --secret-dir".to_string()),
+        _ => None,
+    };
     let key = config_path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let config_map = kube
+        .config_map
+        .as_deref()
+        .map(crate::kube_source::parse_ref)
+        .transpose()?;
+    let bytes = match (std::fs::read(&config_path), &config_map) {
+        (Ok(b), _) => b,
+        // A config split over several ConfigMaps has no mounted file: ask the API.
+        (Err(e), Some((ns, name))) => {
+            tracing::info!(error = %e, "no start-up config file; reading the config through the API");
+            first_config(ns, name, &key)?
+        }
+        (Err(e), None) => return Err(format!("cannot read {}: {e}", config_path.display())),
+    };
+    let metrics = Arc::new(Metrics::new());
+    let reloader = Arc::new(Reloader::new(&bytes, metrics.clone())?);
     let file = FileSource::new(config_path, FILE_POLL, bytes);
     let source: Box<dyn ConfigSource> = match config_map {
-        Some(r) => {
-            let (ns, name) = crate::kube_source::parse_ref(r)?;
-            Box::new(crate::kube_source::KubeSource::new(ns, name, key, file))
-        }
+        Some((ns, name)) => Box::new(crate::kube_source::KubeSource::new(ns, name, key, file)),
         None => Box::new(file),
     };
-    run_with(reloader, source)
+    run_with(reloader, source, secret_sync)
 }
 
-pub fn run_with(reloader: Arc<Reloader>, source: Box<dyn ConfigSource>) -> Result<(), String> {
+/// Copies the mounted Secret into the private directory.
+fn seed_files(seed: &std::path::Path, dir: &std::path::Path) -> Result<(), String> {
+    let data = crate::kube_secret::read_dir(seed)
+        .map_err(|e| format!("cannot read the mounted Secret {}: {e}", seed.display()))?;
+    crate::kube_secret::write_dir(dir, &data)
+        .map_err(|e| format!("cannot write {}: {e}", dir.display()))?;
+    Ok(())
+}
+
+/// The config through the API, retried for [`FIRST_CONFIG_TIMEOUT`].
+fn first_config(ns: &str, name: &str, key: &str) -> Result<Vec<u8>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + FIRST_CONFIG_TIMEOUT;
+        loop {
+            match crate::kube_source::fetch(ns, name, key).await {
+                Ok(b) => return Ok(b),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "config not readable through the API yet");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    })
+}
+
+pub fn run_with(
+    reloader: Arc<Reloader>,
+    source: Box<dyn ConfigSource>,
+    secret_sync: Option<crate::kube_secret::SecretSync>,
+) -> Result<(), String> {
     let cfg = reloader.config();
     let rt = &cfg.runtime;
     let threads = match rt.worker_threads {
@@ -197,6 +270,9 @@ pub fn run_with(reloader: Arc<Reloader>, source: Box<dyn ConfigSource>) -> Resul
                         }
                         Err(e) => tracing::error!(error = %e, "bad admin address"),
                     }
+                }
+                if let Some(sync) = secret_sync {
+                    tokio::spawn(sync.run(side.files_changed.clone()));
                 }
                 side.watch(source).await;
                 std::future::pending::<()>().await;

@@ -77,4 +77,16 @@ fn five_thousand_routes() {
     );
     let text = cfg.to_toml().unwrap();
     assert_eq!(&ProxyConfig::from_toml(&text).unwrap(), cfg);
+    // 5,000 routes ship in one ConfigMap: compressed, far under a part's limit.
+    let gz = citoroute_config::compress(text.as_bytes());
+    println!(
+        "5,000 routes: {} bytes of TOML, {} compressed",
+        text.len(),
+        gz.len()
+    );
+    assert!(
+        gz.len() < citoroute_config::configmap::MAX_PART_BYTES / 2,
+        "{}",
+        gz.len()
+    );
 }

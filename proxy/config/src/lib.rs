@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod configmap;
 pub mod duration;
 pub mod hostname;
 pub mod llm;
