@@ -73,6 +73,15 @@ pub struct Applier {
     max_part: usize,
 }
 
+/// What one apply did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The proxy Service's ClusterIP.
+    pub address: Option<String>,
+    /// The config written, if it changed: its hash (12 hex digits) and its number of parts.
+    pub config_written: Option<(String, usize)>,
+}
+
 /// The names of a Gateway's proxy objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
@@ -666,7 +675,8 @@ impl Applier {
         Ok(out)
     }
 
-    /// Applies one Gateway's proxy. Returns the proxy Service's ClusterIP, if it has one.
+    /// Applies one Gateway's proxy. Returns the proxy Service's ClusterIP, if it has one, and
+    /// what config was written, if one was.
     /// `llm_data` (LLM credentials, JWKS, CA bundles) joins the certificates in the proxy's
     /// Secret, where the config's `*_file` paths point.
     pub async fn apply(
@@ -676,7 +686,7 @@ impl Applier {
         secrets: &BTreeSet<ObjectKey>,
         llm_data: BTreeMap<String, ByteString>,
         stores: &Stores,
-    ) -> Result<Option<String>, Error> {
+    ) -> Result<Applied, Error> {
         let ns = gw.namespace().ok_or(Error::Missing {
             kind: "Gateway",
             field: "metadata.namespace",
@@ -760,6 +770,9 @@ impl Applier {
             }
             tracing::info!(gateway = %format!("{}/{}", key.0, key.1), hash = %&want_hash[..12], parts = parts.len().max(1), "config written");
         }
+        let config_written = config
+            .as_ref()
+            .map(|(_, parts)| (want_hash[..12].to_string(), parts.len().max(1)));
         if objs_changed {
             self.ssa(&ns, &objs.deployment).await?;
             let svc = self.ssa(&ns, &objs.service).await?;
@@ -767,7 +780,10 @@ impl Applier {
             self.applied.insert(key, (objs_hash, ip.clone()));
             addr = Some(ip);
         }
-        Ok(addr.flatten())
+        Ok(Applied {
+            address: addr.flatten(),
+            config_written,
+        })
     }
 
     /// When the objects hashed `objs_hash` were applied already (this process, or per the

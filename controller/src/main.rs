@@ -4,6 +4,7 @@
 
 mod apply;
 mod error;
+mod events;
 mod leader;
 mod llm_files;
 mod metrics;
@@ -167,6 +168,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             cli.config_part_bytes,
         ),
         llm_files: llm_files::LlmFileReader::new(client.clone()),
+        events: events::GatewayEvents::new(client.clone()),
         status: status::StatusWriter::new(client, metrics.clone(), cli.controller_name),
         stores,
         metrics,

@@ -6,6 +6,7 @@
 
 use crate::apply::Applier;
 use crate::error::Error;
+use crate::events::{self, GatewayEvents};
 use crate::llm_files::LlmFileReader;
 use crate::metrics::Metrics;
 use crate::status::StatusWriter;
@@ -38,6 +39,7 @@ pub struct Reconciler {
     pub llm_files: LlmFileReader,
     pub metrics: Arc<Metrics>,
     pub notify: Arc<Notify>,
+    pub events: GatewayEvents,
     pub settings: Settings,
 }
 
@@ -83,12 +85,18 @@ impl Reconciler {
                 .apply(&gw, cfg, secrets, llm_data, &self.stores)
                 .await
             {
-                Ok(addr) => {
-                    addresses.insert(key.clone(), addr);
+                Ok(applied) => {
+                    addresses.insert(key.clone(), applied.address);
+                    if let Some((hash, parts)) = applied.config_written {
+                        self.events
+                            .publish(&gw, events::config_written(&hash, parts))
+                            .await;
+                    }
                 }
                 Err(e) => {
                     // Status is never gated on the rollout: keep the last known address.
                     addresses.insert(key.clone(), self.applier.address(key));
+                    self.events.publish(&gw, events::apply_failed(&e)).await;
                     errors.push(e);
                 }
             }

@@ -176,6 +176,9 @@ fi
 [ "$(jp role gw-citoroute '{.rules[*].resourceNames[*]}')" = "gw-citoroute gw-citoroute-certs" ] || fail "Role resourceNames"
 [ "$(jp deployment gw-citoroute '{.spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem}')" = true ] || fail "readOnlyRootFilesystem"
 log "ok: proxy objects, owner references, infrastructure labels/annotations, Role scope"
+wait_for 10 "an Event on the Gateway says its config was written" bash -c \
+  "kubectl --kubeconfig '$KUBECONFIG' get events.events.k8s.io -n $NS --field-selector regarding.name=gw,reason=ConfigWritten -o name | grep -q ."
+
 
 CLUSTER_IP="$(jp service gw-citoroute '{.spec.clusterIP}')"
 wait_for 30 "Gateway Accepted" cond_is gateway gw .status.conditions Accepted True
