@@ -39,7 +39,8 @@ pub struct BackendSet {
     tls: Option<cfg::BackendTls>,
     /// Trust anchors for the backend's certificate (BackendTLSPolicy); None means system roots.
     ca: Option<Arc<CaType>>,
-    connect_timeout: Option<Duration>,
+    /// The backend's `connect_timeout`; TLS routes use it too.
+    pub connect_timeout: Option<Duration>,
     max_h2_streams: usize,
 }
 

@@ -21,6 +21,7 @@ use tokio::io::AsyncWriteExt;
 
 /// A slow client may take this long to send its ClientHello before we give up on it.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connect timeout of a backend whose config sets none.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// TLS records carry at most 16 KiB of plaintext; a ClientHello record is never larger.
 const MAX_RECORD: usize = 16 * 1024 + 256;
@@ -72,7 +73,6 @@ async fn peek_sni(stream: &mut L4Stream) -> std::io::Result<Option<String>> {
     }
 }
 
-/// Connects to one endpoint of the route's weighted backends, trying others on failure.
 /// Connects to one endpoint of the target's weighted backends; returns the backend's name too.
 async fn connect(target: &TlsRouteTarget) -> (Arc<str>, Option<tokio::net::TcpStream>) {
     let Some(backend) = target
@@ -94,6 +94,7 @@ async fn connect_set(
     set: &crate::backend::BackendSet,
 ) -> Option<tokio::net::TcpStream> {
     let mut tried = TriedSet::new();
+    let connect_timeout = set.connect_timeout.unwrap_or(CONNECT_TIMEOUT);
     for _ in 0..3 {
         let i = set.pick(None, &tried, now_nanos())?;
         tried.insert(i);
@@ -102,7 +103,7 @@ async fn connect_set(
             .breaker
             .as_ref()
             .map(|b| (b.clone(), b.admit(now_nanos())));
-        match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(ep.addr)).await {
+        match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(ep.addr)).await {
             Ok(Ok(s)) => {
                 if let Some((b, a)) = admission {
                     b.on_success(a, now_nanos());
