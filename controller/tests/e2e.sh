@@ -65,6 +65,23 @@ start_controller() { # [EXTRA CONTROLLER ARGS...]
   wait_for 60 "controller reconciled" grep -q "stores ready" "$WORK/controller.log"
 }
 
+# route_propagates NAME WHAT: apply HTTPRoute NAME for host NAME.example and time its first 200.
+route_propagates() {
+  local t0
+  kc apply -f - >/dev/null <<YAML
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: $1, namespace: $NS}
+spec:
+  parentRefs: [{name: gw, sectionName: http}]
+  hostnames: [$1.example]
+  rules: [{backendRefs: [{name: echo, port: 8080}]}]
+YAML
+  t0=$(date +%s%N)
+  wait_for 60 "$2" bash -c "curl -sf --max-time 2 -H 'Host: $1.example' http://$CLUSTER_IP/$1 >/dev/null"
+  log "propagation of HTTPRoute $1 to its first 200: $((($(date +%s%N) - t0) / 1000000)) ms"
+}
+
 log "cluster up"
 KUBECONFIG="$("$CLUSTER" up | tail -1)"
 export KUBECONFIG
@@ -258,19 +275,7 @@ fi
 # Propagation of a new route: controller debounce, apply, and the proxy's watch on its own
 # ConfigMap through the API (bench/k8s_scale.py measures p50/p99 over many routes).
 if [ "$WITH_PROXY" = 1 ]; then
-  kc apply -f - >/dev/null <<YAML
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: late, namespace: $NS}
-spec:
-  parentRefs: [{name: gw, sectionName: http}]
-  hostnames: [late.example]
-  rules: [{backendRefs: [{name: echo, port: 8080}]}]
-YAML
-  T0=$(date +%s%N)
-  wait_for 150 "new route serves through the proxy" bash -c \
-    "curl -sf --max-time 2 -H 'Host: late.example' http://$CLUSTER_IP/late >/dev/null"
-  log "propagation of a new HTTPRoute to the first 200: $((($(date +%s%N) - T0) / 1000000)) ms"
+  route_propagates late "new route serves through the proxy"
 fi
 
 # Certificate rotation: the proxy follows its Secret through the API (a mounted Secret changes
@@ -303,19 +308,7 @@ gzip -dc "$WORK/joined.gz" | grep -q 'citoroute-e2e/echo' || fail "the parts do 
 jp role gw-citoroute '{.rules[*].resourceNames[*]}' | grep -q "gw-citoroute-part-$((PARTS - 1))" || fail "the Role does not name the parts"
 log "ok: config in $PARTS parts that join, Role names them"
 if [ "$WITH_PROXY" = 1 ]; then
-  kc apply -f - >/dev/null <<YAML
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: split, namespace: $NS}
-spec:
-  parentRefs: [{name: gw, sectionName: http}]
-  hostnames: [split.example]
-  rules: [{backendRefs: [{name: echo, port: 8080}]}]
-YAML
-  T0=$(date +%s%N)
-  wait_for 30 "a new route serves from a split config" bash -c \
-    "curl -sf --max-time 2 -H 'Host: split.example' http://$CLUSTER_IP/split >/dev/null"
-  log "propagation through a split config: $((($(date +%s%N) - T0) / 1000000)) ms"
+  route_propagates split "a new route serves from a split config"
 fi
 log "errors: $(wget -q -O - "http://$METRICS/metrics" | grep '^citoroute_controller_errors_total' | tr '\n' ' ')"
 
