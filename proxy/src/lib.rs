@@ -18,3 +18,4 @@ pub mod server;
 pub mod sniff;
 pub mod tls;
 pub mod tlsroute;
+pub mod upstream_tls;
