@@ -225,6 +225,8 @@ pub struct Translation {
 /// GatewayClass of ours declares in its status. The conformance suite reads this list and
 /// tests exactly these, so a name goes here only once its conformance tests pass. Sorted.
 pub const SUPPORTED_FEATURES: &[&str] = &[
+    "BackendTLSPolicy",
+    "BackendTLSPolicySANValidation",
     "GRPCRoute",
     "GRPCRouteNamedRouteRule",
     "Gateway",
