@@ -147,6 +147,11 @@ impl BackendSet {
         })
     }
 
+    /// Whether connections to the endpoints are TLS (BackendTLSPolicy).
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     pub fn hash_on(&self) -> Option<&HashOn> {
         (self.policy == LbPolicy::Maglev).then_some(&self.hash_on)
     }

@@ -243,3 +243,73 @@ async fn backend_certificates_are_verified_by_ca_and_name() {
         proxy.log()
     );
 }
+
+/// Mirrored copies travel over plain HTTP: a mirror backend with `tls` gets none, one without
+/// gets its copy (the same plain echo server behind both names).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrors_never_send_cleartext_to_a_tls_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    std::fs::write(dir.path().join("ca.pem"), pki.root_pem()).unwrap();
+    let main = Backend::start("main", Proto::H1).await;
+    let shadow = Backend::start("shadow", Proto::H1).await;
+    let port = free_port();
+    let body = fill(
+        r#"
+[[listeners]]
+name = "http"
+address = "127.0.0.1"
+port = @PORT
+protocol = "HTTP"
+
+[backends.main]
+endpoints = ["@MAIN"]
+
+[backends.shadow-tls]
+endpoints = ["@SHADOW"]
+tls = { sni = "shadow.test", ca_files = ["@DIR/ca.pem"] }
+
+[backends.shadow-plain]
+endpoints = ["@SHADOW"]
+
+[[http_routes]]
+name = "r"
+listeners = ["http"]
+
+[[http_routes.rules]]
+matches = [{ path = { type = "PathPrefix", value = "/to-tls" } }]
+filters = [{ type = "RequestMirror", backend = "shadow-tls" }]
+backends = [{ backend = "main" }]
+
+[[http_routes.rules]]
+matches = [{ path = { type = "PathPrefix", value = "/to-plain" } }]
+filters = [{ type = "RequestMirror", backend = "shadow-plain" }]
+backends = [{ backend = "main" }]
+"#,
+        &[
+            ("@PORT", port.to_string()),
+            ("@MAIN", main.addr.to_string()),
+            ("@SHADOW", shadow.addr.to_string()),
+            ("@DIR", dir.path().display().to_string()),
+        ],
+    );
+    let _proxy = Proxy::start_in(dir, &body, &[port]).await;
+    let r = h1_get(addr(port), "any.test", "/to-tls").await.unwrap();
+    assert_eq!(r.status, 200);
+    let r = h1_get(addr(port), "any.test", "/to-plain").await.unwrap();
+    assert_eq!(r.status, 200);
+    let copied = eventually(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || async { shadow.seen_count() >= 1 },
+    )
+    .await;
+    assert!(copied, "the plain mirror got no copy");
+    // The TLS mirror was decided before the plain one was sent.
+    let paths: Vec<String> = shadow
+        .seen()
+        .iter()
+        .map(|j| j["path"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(paths, ["/to-plain"]);
+}
