@@ -77,6 +77,10 @@ pub struct TargetRef {
     {
         "rule": "!has(self.refreshInterval) || has(self.url)",
         "message": "refreshInterval is for url"
+    },
+    {
+        "rule": "!has(self.caCertificateRef) || has(self.url)",
+        "message": "caCertificateRef is for url"
     }
 ]))]
 pub struct JwksSource {
@@ -95,4 +99,77 @@ pub struct JwksSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$"))]
     pub refresh_interval: Option<String>,
+    /// A ConfigMap key in this namespace holding PEM CA certificates (one bundle) trusted for
+    /// an `https://` `url` in addition to the system roots: an in-cluster identity provider
+    /// whose certificate a private CA signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificate_ref: Option<CaCertificateRef>,
+}
+
+/// The `ca.crt` key a CA bundle is usually under (as in `kube-root-ca.crt`, cert-manager).
+pub fn default_ca_key() -> String {
+    "ca.crt".to_string()
+}
+
+/// A ConfigMap key, in the policy's namespace, holding a PEM CA bundle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CaCertificateRef {
+    /// The ConfigMap's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key holding the bundle. Default `ca.crt`.
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn ca_certificate_ref_key_defaults_to_ca_crt() {
+        let src: JwksSource = serde_json::from_value(serde_json::json!({
+            "url": "https://keycloak.auth.svc/realms/r/protocol/openid-connect/certs",
+            "caCertificateRef": {"name": "idp-ca"}
+        }))
+        .unwrap();
+        let r = src.ca_certificate_ref.as_ref().unwrap();
+        assert_eq!((r.name.as_str(), r.key.as_str()), ("idp-ca", "ca.crt"));
+        let back = serde_json::to_value(&src).unwrap();
+        assert_eq!(
+            back["caCertificateRef"],
+            serde_json::json!({"name": "idp-ca", "key": "ca.crt"})
+        );
+        // Absent: not rendered.
+        let src: JwksSource =
+            serde_json::from_value(serde_json::json!({"url": "https://a.example/k"})).unwrap();
+        assert!(src.ca_certificate_ref.is_none());
+        assert!(
+            serde_json::to_value(&src)
+                .unwrap()
+                .get("caCertificateRef")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn ca_certificate_ref_schema_has_its_default_and_rule() {
+        let crd =
+            serde_json::to_value(<JwtValidationPolicy as kube::CustomResourceExt>::crd()).unwrap();
+        let jwks = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["jwks"];
+        let ca = &jwks["properties"]["caCertificateRef"];
+        assert_eq!(ca["properties"]["key"]["default"], "ca.crt", "{ca}");
+        assert_eq!(ca["required"], serde_json::json!(["name"]), "{ca}");
+        let rules = jwks["x-kubernetes-validations"].as_array().unwrap();
+        assert!(
+            rules
+                .iter()
+                .any(|r| r["rule"] == "!has(self.caCertificateRef) || has(self.url)"),
+            "{rules:?}"
+        );
+    }
 }

@@ -219,6 +219,7 @@ pub fn compile(cfg: &ProxyConfig) -> Result<(Arc<LlmShared>, LlmBackends), Compi
                         .jwks_refresh_interval
                         .map(|d| d.0)
                         .unwrap_or(jwks::DEFAULT_REFRESH),
+                    ca_file: j.jwks_ca_file.clone(),
                 }
             };
             let keys = JwksSource::get(origin).map_err(CompileError::Invalid)?;

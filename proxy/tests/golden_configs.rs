@@ -67,6 +67,7 @@ fn with_stand_in_files(cfg: &mut ProxyConfig, dir: &Path) {
         jwt.jwks_file = stand_in(STAND_IN_JWKS);
         jwt.jwks_url.clear();
         jwt.jwks_refresh_interval = None;
+        jwt.jwks_ca_file = None;
     }
 }
 

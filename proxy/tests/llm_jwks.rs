@@ -1,7 +1,8 @@
 //! JWT keys that change at run time: a JWKS fetched from a URL (a loopback server serving real
 //! RSA and P-256 keys) and refreshed in the background, early on an unknown `kid` (rate
-//! limited), keeping the last good set through failures; and a JWKS file re-read when it is
-//! replaced.
+//! limited), keeping the last good set through failures; a JWKS file re-read when it is
+//! replaced; and a JWKS served over https with a certificate from a private CA, trusted only
+//! through `jwks_ca_file`.
 
 #![allow(clippy::unwrap_used)]
 
@@ -94,15 +95,49 @@ fn jwks(keys: &[&Key]) -> String {
     json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()}).to_string()
 }
 
-/// A loopback JWKS endpoint whose answer the test changes; counts the fetches.
+/// A loopback JWKS endpoint whose answer the test changes; counts the fetches (requests that
+/// got through, so a refused TLS handshake is not one).
 struct JwksServer {
     addr: SocketAddr,
     answer: Arc<Mutex<(u16, String)>>,
     fetches: Arc<AtomicU64>,
+    tls: bool,
+}
+
+/// A TLS acceptor presenting `leaf`.
+fn tls_acceptor(leaf: &Leaf) -> tokio_rustls::TlsAcceptor {
+    let certs = rustls_pemfile::certs(&mut std::fs::read(&leaf.cert_file).unwrap().as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls_pemfile::private_key(&mut std::fs::read(&leaf.key_file).unwrap().as_slice())
+        .unwrap()
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
 }
 
 impl JwksServer {
     async fn start(status: u16, body: String) -> JwksServer {
+        Self::start_with(status, body, None).await
+    }
+
+    /// Over TLS with `leaf`'s certificate.
+    async fn start_tls(status: u16, body: String, leaf: &Leaf) -> JwksServer {
+        Self::start_with(status, body, Some(tls_acceptor(leaf))).await
+    }
+
+    async fn start_with(
+        status: u16,
+        body: String,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> JwksServer {
+        let https = tls.is_some();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let answer = Arc::new(Mutex::new((status, body)));
@@ -113,7 +148,7 @@ impl JwksServer {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (a, f) = (a.clone(), f.clone());
+                let (a, f, tls) = (a.clone(), f.clone(), tls.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let (a, f) = (a.clone(), f.clone());
@@ -134,9 +169,18 @@ impl JwksServer {
                             )
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
                 });
             }
         });
@@ -144,6 +188,7 @@ impl JwksServer {
             addr,
             answer,
             fetches,
+            tls: https,
         }
     }
 
@@ -155,8 +200,13 @@ impl JwksServer {
         self.fetches.load(Ordering::SeqCst)
     }
 
+    /// `https://localhost:<port>/jwks` over TLS (the certificate names `localhost`).
     fn url(&self) -> String {
-        format!("http://{}/jwks", self.addr)
+        if self.tls {
+            format!("https://localhost:{}/jwks", self.addr.port())
+        } else {
+            format!("http://{}/jwks", self.addr)
+        }
     }
 }
 
@@ -369,4 +419,90 @@ async fn jwks_file_is_reread_when_it_is_replaced() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let r = ask(port, &ec1.token("a")).await;
     assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test]
+async fn jwks_url_over_https_from_a_private_ca_is_trusted_through_jwks_ca_file() {
+    let rsa1 = Key::rsa("rsa-1", 14);
+    let pki = Pki::new();
+    let (fake, dir, key_file, port) = setup().await;
+    let leaf = pki.leaf(dir.path(), "idp", "localhost");
+    let server = JwksServer::start_tls(200, jwks(&[&rsa1]), &leaf).await;
+    let ca_file = dir.path().join("idp-ca.pem");
+    std::fs::write(&ca_file, pki.root_pem()).unwrap();
+    let ca_file = ca_file.display().to_string();
+    let not_a_ca = dir.path().join("not-a-ca.pem");
+    std::fs::write(&not_a_ca, "not a certificate\n").unwrap();
+    let not_a_ca = not_a_ca.display().to_string();
+    let keys = |ca: Option<&str>| {
+        let ca = ca
+            .map(|f| format!("jwks_ca_file = {f:?}"))
+            .unwrap_or_default();
+        format!(
+            "jwks_url = {:?}\njwks_refresh_interval = \"1h\"\n{ca}",
+            server.url()
+        )
+    };
+
+    // The system roots alone do not know the CA: the handshake fails, no key set arrives and
+    // a valid token gets 503 (the gateway cannot judge it), naming the certificate problem.
+    let mut proxy =
+        Proxy::start_in(dir, &config(port, &fake, &key_file, &keys(None)), &[port]).await;
+    let r = ask(port, &rsa1.token("a")).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "jwks_unavailable");
+    assert!(
+        r.text().contains("UnknownIssuer") || r.text().contains("certificate"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(server.fetches(), 0, "no request got through TLS");
+    assert_eq!(fake.count(), 0);
+
+    // With the CA: a new source (the CA is part of its key), fetched over TLS at once.
+    proxy.rewrite(&config(port, &fake, &key_file, &keys(Some(&ca_file))));
+    let r = ask_until(port, &rsa1.token("a"), 200, Duration::from_secs(15)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(server.fetches(), 1);
+    let r = ask(port, &rsa1.token("b")).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+
+    // A CA file with no certificate refuses the config, naming the key; the last good config
+    // keeps serving with its keys.
+    proxy.rewrite(&config(port, &fake, &key_file, &keys(Some(&not_a_ca))));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !proxy.log().contains("no PEM certificate") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(proxy.log().contains("jwks_ca_file"), "{}", proxy.log());
+    assert!(
+        proxy.log().contains("no PEM certificate"),
+        "{}",
+        proxy.log()
+    );
+    let r = ask(port, &rsa1.token("a")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // So does one that is not there.
+    let missing = proxy.dir().join("missing-ca.pem").display().to_string();
+    proxy.rewrite(&config(port, &fake, &key_file, &keys(Some(&missing))));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !proxy.log().contains("cannot read") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        proxy
+            .log()
+            .contains(&format!("jwks_ca_file: cannot read {missing}")),
+        "{}",
+        proxy.log()
+    );
+    let r = ask(port, &rsa1.token("a")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Back to no CA: the source that trusts the CA is not shared with this one, which fails.
+    proxy.rewrite(&config(port, &fake, &key_file, &keys(None)));
+    let r = ask_until(port, &rsa1.token("a"), 503, Duration::from_secs(15)).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "jwks_unavailable");
+    assert_eq!(server.fetches(), 1);
 }

@@ -89,7 +89,8 @@ pub fn is_jwks_document(bytes: &[u8]) -> bool {
     })
 }
 
-/// Whether bytes hold at least one PEM certificate block (a CA bundle for an LLM endpoint).
+/// Whether bytes hold at least one PEM certificate block (a CA bundle for an LLM endpoint or
+/// a JWKS URL).
 /// The proxy parses it; this only keeps an obviously wrong value out of the config.
 pub fn has_pem_certificate(bytes: &[u8]) -> bool {
     let text = String::from_utf8_lossy(bytes);
@@ -105,7 +106,7 @@ pub enum FileSource {
 }
 
 /// One key of a Secret or ConfigMap that a proxy needs as a file (an API key, AWS keys, a
-/// JWKS document). The I/O layer copies its value into the proxy's Secret under
+/// JWKS document, a CA bundle). The I/O layer copies its value into the proxy's Secret under
 /// [`LlmFile::secret_key`]; the config names [`LlmFile::path`].
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct LlmFile {

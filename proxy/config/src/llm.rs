@@ -185,6 +185,10 @@ pub struct JwtSettings {
     /// How often `jwks_url` is fetched again. Default 5m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks_refresh_interval: Option<GatewayDuration>,
+    /// PEM bundle of CA certificates trusted for an `https://` `jwks_url`, in addition to the
+    /// system roots (an in-cluster identity provider with a private CA). Only with `jwks_url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_ca_file: Option<String>,
     /// A claim every token must carry (e.g. `sub`), logged as the principal; empty: none.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub claim: String,
@@ -340,6 +344,14 @@ pub(crate) fn check(c: &mut Checker) {
                 "jwt.jwks_refresh_interval",
                 "is for jwks_url (a jwks_file is re-read when it changes)",
             );
+        }
+        match jwt.jwks_ca_file.as_deref() {
+            Some(_) if jwt.jwks_url.is_empty() => c.report(
+                "jwt.jwks_ca_file",
+                "is for jwks_url (the CA trusted when fetching it)",
+            ),
+            Some("") => c.report("jwt.jwks_ca_file", "must not be empty"),
+            _ => {}
         }
         if http::HeaderName::from_bytes(jwt.header.as_bytes()).is_err() {
             c.report(
@@ -677,6 +689,52 @@ jwks_url = "https://issuer.example/jwks"
         assert!(
             p.iter()
                 .any(|x| x.starts_with("jwt.jwks_refresh_interval: must be at least 1s")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn jwks_ca_file_goes_with_jwks_url_only() {
+        let cfg = parse(
+            "[jwt]\njwks_url = \"https://keycloak.auth.svc/realms/r/protocol/openid-connect/certs\"\njwks_ca_file = \"/etc/ca.pem\"\n",
+        )
+        .unwrap();
+        let jwt = cfg.jwt.as_ref().unwrap();
+        assert_eq!(jwt.jwks_ca_file.as_deref(), Some("/etc/ca.pem"));
+        let again = ProxyConfig::from_toml(&cfg.to_toml().unwrap()).unwrap();
+        assert_eq!(again, cfg);
+        // Absent by default, and absent from the rendered config.
+        let cfg = parse("[jwt]\njwks_url = \"https://i.example/k\"\n").unwrap();
+        assert_eq!(cfg.jwt.as_ref().unwrap().jwks_ca_file, None);
+        assert!(!cfg.to_toml().unwrap().contains("jwks_ca_file"));
+
+        for (body, want) in [
+            (
+                "[jwt]\njwks_file = \"/k\"\njwks_ca_file = \"/etc/ca.pem\"\n",
+                "jwt.jwks_ca_file: is for jwks_url",
+            ),
+            (
+                "[jwt]\njwks_file = \"/k\"\njwks_ca_file = \"\"\n",
+                "jwt.jwks_ca_file: is for jwks_url",
+            ),
+            (
+                "[jwt]\njwks_url = \"https://i.example/k\"\njwks_ca_file = \"\"\n",
+                "jwt.jwks_ca_file: must not be empty",
+            ),
+        ] {
+            let p = problems(body);
+            assert!(p.iter().any(|x| x.starts_with(want)), "{body}: {p:?}");
+        }
+        // With neither source the missing source is reported, and the CA too.
+        let p = problems("[jwt]\njwks_ca_file = \"/etc/ca.pem\"\n");
+        assert!(
+            p.iter()
+                .any(|x| x.starts_with("jwt.jwks_file: give jwks_file")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|x| x.starts_with("jwt.jwks_ca_file: is for jwks_url")),
             "{p:?}"
         );
     }

@@ -1,5 +1,6 @@
 //! The AI gateway's upstream client: HTTP/1.1 over TCP or rustls, idle connections pooled per
-//! host. Backends with a `ca_file` get their own client (their own trust roots and pool).
+//! host. Backends with a `ca_file`, and a JWKS URL with a `jwks_ca_file`, get their own client
+//! (their own trust roots and pool).
 
 use crate::llm::error;
 use bytes::{Bytes, BytesMut};
@@ -272,9 +273,14 @@ pub async fn read_all(mut body: Incoming, cap: usize) -> Result<Bytes, LlmError>
     Ok(out.freeze())
 }
 
-/// `GET url` with the default client: the body of a 200 answer, at most `cap` bytes, within
-/// `wait`. For documents the gateway fetches itself (a JWKS).
-pub async fn get(url: &http::Uri, cap: usize, wait: Duration) -> Result<Bytes, String> {
+/// `GET url` with `clients` (their trust roots): the body of a 200 answer, at most `cap`
+/// bytes, within `wait`. For documents the gateway fetches itself (a JWKS).
+pub async fn get(
+    clients: &Clients,
+    url: &http::Uri,
+    cap: usize,
+    wait: Duration,
+) -> Result<Bytes, String> {
     let fetch = async {
         let mut req = hyper::Request::new(Full::new(Bytes::new()));
         *req.uri_mut() = url.clone();
@@ -282,7 +288,7 @@ pub async fn get(url: &http::Uri, cap: usize, wait: Duration) -> Result<Bytes, S
             http::header::ACCEPT,
             http::HeaderValue::from_static("application/json"),
         );
-        let resp = default_clients().get().request(req).await.map_err(|e| {
+        let resp = clients.get().request(req).await.map_err(|e| {
             let mut msg = e.to_string();
             let mut src = std::error::Error::source(&e);
             while let Some(s) = src {

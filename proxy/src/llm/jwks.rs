@@ -3,8 +3,12 @@
 //! in use through failed reads; a token with an unknown `kid` asks for one early refresh
 //! (rate limited), so a newly published key works without waiting for the interval.
 //!
-//! Sources live in a process-wide registry keyed by where they read from, so a config reload
-//! that keeps `[jwt]` keeps its source (no refetch); a source nobody uses any more stops.
+//! A URL is fetched trusting the system roots plus, when `jwks_ca_file` is set, that PEM bundle
+//! (read at each config load, like a backend's `ca_file`).
+//!
+//! Sources live in a process-wide registry keyed by where they read from (for a URL: with its
+//! interval and CA file), so a config reload that keeps `[jwt]` keeps its source (no refetch);
+//! a source nobody uses any more stops.
 
 use crate::llm::{client, side};
 use arc_swap::ArcSwapOption;
@@ -36,7 +40,13 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Origin {
     File(PathBuf),
-    Url { url: String, every: Duration },
+    /// `ca_file`: a PEM bundle trusted in addition to the system roots. Part of the key, so
+    /// sources trusting different CAs are never shared.
+    Url {
+        url: String,
+        every: Duration,
+        ca_file: Option<String>,
+    },
 }
 
 /// A key set that changes at run time.
@@ -48,6 +58,8 @@ pub struct JwksSource {
     wake: Arc<Notify>,
     last_asked: Mutex<Option<Instant>>,
     last_error: Mutex<Option<String>>,
+    /// What a URL is fetched with: the system roots, plus the CA file when there is one.
+    clients: Mutex<client::Clients>,
 }
 
 impl std::fmt::Debug for JwksSource {
@@ -67,7 +79,14 @@ impl JwksSource {
     /// The source for `origin`: the running one, or a new one after its first read. A file
     /// that cannot be read or parsed is an error (the config is refused); a URL that cannot
     /// be fetched is not (keys arrive when the URL answers; until then tokens are refused).
+    /// A URL's CA file that cannot be read or holds no certificate is an error too.
     pub fn get(origin: Origin) -> Result<Arc<JwksSource>, String> {
+        let clients = match &origin {
+            Origin::Url {
+                ca_file: Some(f), ..
+            } => client::clients_with_ca(f).map_err(|e| format!("jwt: jwks_ca_file: {e}"))?,
+            _ => client::default_clients(),
+        };
         let existing = registry()
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -78,6 +97,8 @@ impl JwksSource {
                 // A config reload re-reads the file at once, as it always did.
                 src.keys.store(Some(Arc::new(read_file(path)?)));
             }
+            // A reload re-reads the CA file too (it may have been replaced under its name).
+            *src.clients.lock().unwrap_or_else(|e| e.into_inner()) = clients;
             return Ok(src);
         }
         let src = Arc::new(JwksSource {
@@ -87,6 +108,7 @@ impl JwksSource {
             wake: Arc::new(Notify::new()),
             last_asked: Mutex::new(None),
             last_error: Mutex::new(None),
+            clients: Mutex::new(clients),
         });
         match &origin {
             Origin::File(path) => {
@@ -94,7 +116,7 @@ impl JwksSource {
                 let stamp = stamp(path);
                 side::spawn(watch_file(Arc::downgrade(&src), src.wake.clone(), stamp))?;
             }
-            Origin::Url { url, every } => {
+            Origin::Url { url, every, .. } => {
                 let uri: http::Uri = url
                     .parse()
                     .map_err(|_| format!("jwt: {url:?} is not a URL"))?;
@@ -160,6 +182,14 @@ impl JwksSource {
         tokio::time::timeout(ASKED_REFRESH_WAIT, done.changed())
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// The clients the next fetch uses.
+    fn fetch_clients(&self) -> client::Clients {
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn finished(&self, result: Result<JwkSet, String>) -> bool {
@@ -233,10 +263,11 @@ async fn poll_url(src: Weak<JwksSource>, wake: Arc<Notify>, url: http::Uri, ever
             () = tokio::time::sleep(delay) => {}
             () = wake.notified() => {}
         }
-        if src.strong_count() == 0 {
-            return;
-        }
-        let result = match client::get(&url, MAX_JWKS, FETCH_TIMEOUT).await {
+        let clients = match src.upgrade() {
+            Some(s) => s.fetch_clients(),
+            None => return,
+        };
+        let result = match client::get(&clients, &url, MAX_JWKS, FETCH_TIMEOUT).await {
             Ok(body) => std::str::from_utf8(&body)
                 .map_err(|_| "the JWKS is not UTF-8".to_string())
                 .and_then(|t| JwkSet::parse(t).map_err(|e| e.to_string())),

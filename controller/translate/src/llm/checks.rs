@@ -21,10 +21,11 @@ pub(super) struct BackendEval {
     pub unresolved: Option<Problem>,
 }
 
-/// A JWTValidationPolicy that is in force on a Gateway; `file` is `None` for a JWKS URL.
+/// A JWTValidationPolicy that is in force on a Gateway, with the files it needs: the JWKS
+/// document (none for a JWKS URL), or the CA bundle a JWKS URL is fetched with.
 pub(super) struct PolicyEval {
     pub jwt: cfg::JwtSettings,
-    pub file: Option<LlmFile>,
+    pub files: Vec<LlmFile>,
 }
 
 /// ConfigMaps by `(namespace, name)`.
@@ -268,6 +269,7 @@ pub(super) fn check_policy(
         jwks_file: String::new(),
         jwks_url: String::new(),
         jwks_refresh_interval: None,
+        jwks_ca_file: None,
         claim: spec.claim.clone().unwrap_or_default(),
         header: spec
             .header
@@ -294,12 +296,18 @@ pub(super) fn check_policy(
                 Some(Ok(d)) => Some(d),
                 Some(Err(e)) => return Err(("InvalidJWKS", format!("jwks.refreshInterval: {e}"))),
             };
+            let mut files = Vec::new();
+            if let Some(r) = &jwks.ca_certificate_ref {
+                let f = check_ca_ref(config_maps, ns, &r.name, &r.key)?;
+                jwt.jwks_ca_file = Some(f.path());
+                files.push(f);
+            }
             let mut probe = ProxyConfig::empty();
             probe.jwt = Some(jwt.clone());
             if let Some(msg) = problems_of(&probe, "jwt.") {
                 return Err(("InvalidJWKS", msg));
             }
-            return Ok((gw, PolicyEval { jwt, file: None }));
+            return Ok((gw, PolicyEval { jwt, files }));
         }
         _ => {
             return Err((
@@ -312,6 +320,12 @@ pub(super) fn check_policy(
         return Err((
             "InvalidJWKS",
             "jwks.refreshInterval is for url (a file is re-read when it changes)".to_string(),
+        ));
+    }
+    if jwks.ca_certificate_ref.is_some() {
+        return Err((
+            "InvalidJWKS",
+            "jwks.caCertificateRef is for url (the CA trusted when fetching it)".to_string(),
         ));
     }
     let where_ = format!("{kind} {ns}/{}", r.name);
@@ -347,7 +361,39 @@ pub(super) fn check_policy(
         gw,
         PolicyEval {
             jwt,
-            file: Some(file),
+            files: vec![file],
         },
     ))
+}
+
+/// The CA bundle a JWKS URL is fetched with: a ConfigMap key holding a PEM certificate. A
+/// missing ConfigMap or key, or a value with no certificate, refuses the policy (the proxy
+/// would refuse the whole config).
+fn check_ca_ref(
+    config_maps: &ConfigMaps,
+    ns: &str,
+    name: &str,
+    key: &str,
+) -> Result<LlmFile, Problem> {
+    let shown = format!("ConfigMap {ns}/{name}");
+    let why = match config_maps.get(&(ns, name)) {
+        None => Some(format!("{shown} not found")),
+        Some(cm) if !cm.keys.contains(key) => Some(format!("{shown} has no key {key}")),
+        Some(cm) if !cm.certificate_keys.contains(key) => {
+            Some(format!("key {key} of {shown} holds no PEM certificate"))
+        }
+        Some(_) => None,
+    };
+    if let Some(why) = why {
+        return Err((
+            "InvalidCACertificateRef",
+            format!("jwks.caCertificateRef: {why}"),
+        ));
+    }
+    Ok(LlmFile {
+        source: FileSource::ConfigMap,
+        namespace: ns.to_string(),
+        name: name.to_string(),
+        key: key.to_string(),
+    })
 }

@@ -292,9 +292,9 @@ pub(crate) fn attach(
             }
         }
         if gw.config.jwt.is_some()
-            && let Some(f) = policy.and_then(|p| p.file.as_ref())
+            && let Some(p) = policy
         {
-            files.insert(f.clone());
+            files.extend(p.files.iter().cloned());
         }
         if !files.is_empty() {
             t.llm_files.insert(gw_key, files);
