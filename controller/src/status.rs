@@ -1,7 +1,8 @@
 //! Status writes. GatewayClass and Gateway status go out as Server-Side Apply of the status
-//! subresource (our field manager owns the conditions and listeners it sets). Route status is
-//! shared with other controllers, so routes are read-modify-written: only the `parents` entries
-//! with our controllerName change, everything else is written back as read, guarded by the
+//! subresource (our field manager owns the conditions and listeners it sets). Route and
+//! BackendTLSPolicy status is shared with other controllers, so those objects are
+//! read-modify-written: only the `parents` (routes) or `ancestors` (policies) entries with our
+//! controllerName change, everything else is written back as read, guarded by the
 //! resourceVersion. Every condition gets `lastTransitionTime`, kept from the existing condition
 //! of the same type when its status did not change. Nothing is written when the status already
 //! says what we would write.
@@ -11,9 +12,11 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::watch::Stores;
 use citoroute_translate::{
-    Condition, GATEWAY_GROUP, GatewayStatus, ObjectKey, RouteKey, RouteKind, Translation,
+    Condition, GATEWAY_GROUP, GatewayStatus, ObjectKey, PolicyAncestorStatus, RouteKey, RouteKind,
+    Translation,
 };
 use futures::StreamExt;
+use gateway_api::backendtlspolicies::BackendTlsPolicy;
 use gateway_api::experimental::grpcroutes::GrpcRoute;
 use gateway_api::experimental::tlsroutes::TlsRoute;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
@@ -92,28 +95,71 @@ fn normal_ref(v: &Value) -> Value {
     Value::Object(m)
 }
 
-/// Merges our parents entries into a route's existing `status.parents`: other controllers'
-/// entries stay as they are (and where they are); ours are replaced by `ours`, with
-/// lastTransitionTimes kept from our previous entry for the same parentRef.
-pub fn merge_parents(
+/// A status list several controllers share, each owning the entries with its
+/// `controllerName`: a route's `status.parents` keyed by `parentRef`, a policy's
+/// `status.ancestors` keyed by `ancestorRef`.
+#[derive(Debug, Clone, Copy)]
+pub struct SharedList {
+    pub field: &'static str,
+    pub ref_key: &'static str,
+}
+
+pub const PARENTS: SharedList = SharedList {
+    field: "parents",
+    ref_key: "parentRef",
+};
+
+pub const ANCESTORS: SharedList = SharedList {
+    field: "ancestors",
+    ref_key: "ancestorRef",
+};
+
+/// One entry of ours: the reference (as JSON) and its conditions.
+pub type Entry<'a> = (Value, &'a [Condition]);
+
+fn parent_entries(ours: &[citoroute_translate::RouteParentStatus]) -> Vec<Entry<'_>> {
+    ours.iter()
+        .map(|p| {
+            let r = serde_json::to_value(&p.parent_ref).unwrap_or(Value::Null);
+            (r, p.conditions.as_slice())
+        })
+        .collect()
+}
+
+fn ancestor_entries(ours: &[PolicyAncestorStatus]) -> Vec<Entry<'_>> {
+    ours.iter()
+        .map(|a| {
+            let r = serde_json::to_value(&a.ancestor_ref).unwrap_or(Value::Null);
+            (r, a.conditions.as_slice())
+        })
+        .collect()
+}
+
+/// Merges our entries into an existing shared list: other controllers' entries stay as they
+/// are (and where they are); ours are replaced by `ours`, with lastTransitionTimes kept from
+/// our previous entry for the same reference.
+pub fn merge_entries(
+    list: SharedList,
     existing: &[Value],
-    ours: &[citoroute_translate::RouteParentStatus],
+    ours: &[Entry],
     controller: &str,
     now: &str,
 ) -> Vec<Value> {
     let is_ours = |v: &Value| v.get("controllerName").and_then(Value::as_str) == Some(controller);
     let mut out: Vec<Value> = existing.iter().filter(|v| !is_ours(v)).cloned().collect();
-    for p in ours {
-        let pref = serde_json::to_value(&p.parent_ref).unwrap_or(Value::Null);
-        let npref = normal_ref(&pref);
+    for (r, conditions) in ours {
+        let nref = normal_ref(r);
         let old = existing
             .iter()
-            .find(|v| is_ours(v) && v.get("parentRef").map(normal_ref).as_ref() == Some(&npref));
-        out.push(json!({
-            "parentRef": pref,
-            "controllerName": p.controller_name,
-            "conditions": with_times(&p.conditions, old.and_then(|o| o.get("conditions")), now),
-        }));
+            .find(|v| is_ours(v) && v.get(list.ref_key).map(normal_ref).as_ref() == Some(&nref));
+        let mut entry = serde_json::Map::new();
+        entry.insert(list.ref_key.to_string(), r.clone());
+        entry.insert("controllerName".to_string(), json!(controller));
+        entry.insert(
+            "conditions".to_string(),
+            with_times(conditions, old.and_then(|o| o.get("conditions")), now),
+        );
+        out.push(Value::Object(entry));
     }
     out
 }
@@ -296,6 +342,9 @@ impl StatusWriter {
             self.routes::<TlsRoute>(RouteKind::Tls, s, t, &now, &mut errors)
                 .await;
         }
+        if let Some(s) = &stores.backend_tls_policies {
+            self.backend_tls_policies(s, t, &now, &mut errors).await;
+        }
         self.llm(t, stores, &now, &mut errors).await;
         errors
     }
@@ -323,33 +372,81 @@ impl StatusWriter {
             let ours = t
                 .route_statuses
                 .get(&key)
-                .map(|s| s.parents.as_slice())
+                .map(|s| parent_entries(&s.parents))
                 .unwrap_or_default();
-            let existing: Vec<Value> = status_of(&*route)
-                .and_then(|s| s.get("parents").and_then(Value::as_array).cloned())
-                .unwrap_or_default();
-            if route_changed(&existing, ours, &self.controller, now) {
+            if self.list_changed(PARENTS, &*route, &ours, now) {
                 changed.push((ns, name, ours));
             }
         }
-        // Each write is a read and a replace: a bulk apply of a thousand routes would take
-        // seconds one after the other, and the next reconcile (the next config) waits for them.
-        let results: Vec<Result<(), Error>> =
-            futures::stream::iter(changed)
-                .map(|(ns, name, ours)| async move {
-                    self.write_route::<K>(&ns, &name, ours, now).await
-                })
-                .buffer_unordered(STATUS_WRITES_IN_FLIGHT)
-                .collect()
-                .await;
-        errors.extend(results.into_iter().filter_map(Result::err));
+        errors.extend(self.write_all::<K>(PARENTS, changed, now).await);
     }
 
-    async fn write_route<K>(
+    /// Our `ancestors` entries of every BackendTLSPolicy (removed where we have none now).
+    async fn backend_tls_policies(
         &self,
+        store: &Store<BackendTlsPolicy>,
+        t: &Translation,
+        now: &str,
+        errors: &mut Vec<Error>,
+    ) {
+        let mut changed = Vec::new();
+        for policy in store.state() {
+            let (Some(ns), name) = (policy.namespace(), policy.name_any()) else {
+                continue;
+            };
+            let ours = t
+                .backend_tls_policy_statuses
+                .get(&(ns.clone(), name.clone()))
+                .map(|s| ancestor_entries(&s.ancestors))
+                .unwrap_or_default();
+            if self.list_changed(ANCESTORS, &*policy, &ours, now) {
+                changed.push((ns, name, ours));
+            }
+        }
+        errors.extend(self.write_all::<BackendTlsPolicy>(ANCESTORS, changed, now).await);
+    }
+
+    /// Whether our entries of `obj`'s shared status list differ from what the cache shows.
+    fn list_changed<K>(&self, list: SharedList, obj: &K, ours: &[Entry<'_>], now: &str) -> bool
+    where
+        K: Serialize,
+    {
+        let existing: Vec<Value> = status_of(obj)
+            .and_then(|s| s.get(list.field).and_then(Value::as_array).cloned())
+            .unwrap_or_default();
+        entries_changed(list, &existing, ours, &self.controller, now)
+    }
+
+    /// Writes our entries of every `(namespace, name, entries)`, a few at a time: each write
+    /// is a read and a replace, and a bulk apply of a thousand routes written one after the
+    /// other would hold back the next reconcile (the next config) for seconds.
+    async fn write_all<K>(
+        &self,
+        list: SharedList,
+        changed: Vec<(String, String, Vec<Entry<'_>>)>,
+        now: &str,
+    ) -> Vec<Error>
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        futures::stream::iter(changed)
+            .map(|(ns, name, ours)| async move {
+                self.write_shared::<K>(list, &ns, &name, &ours, now).await
+            })
+            .buffer_unordered(STATUS_WRITES_IN_FLIGHT)
+            .filter_map(|r| async move { r.err() })
+            .collect()
+            .await
+    }
+
+    /// Read-modify-write of the status subresource: only our entries of `list` change, the
+    /// write is guarded by the resourceVersion just read.
+    async fn write_shared<K>(
+        &self,
+        list: SharedList,
         ns: &str,
         name: &str,
-        ours: &[citoroute_translate::RouteParentStatus],
+        ours: &[Entry<'_>],
         now: &str,
     ) -> Result<(), Error>
     where
@@ -358,7 +455,7 @@ impl StatusWriter {
         let ar = ApiResource::erase::<K>(&());
         let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), ns, &ar);
         let err = |e: kube::Error| Error::Status {
-            kind: route_kind(&ar.kind),
+            kind: shared_kind(&ar.kind),
             namespace: ns.to_string(),
             name: name.to_string(),
             source: Box::new(e),
@@ -368,21 +465,21 @@ impl StatusWriter {
         let existing: Vec<Value> = obj
             .data
             .get("status")
-            .and_then(|s| s.get("parents"))
+            .and_then(|s| s.get(list.field))
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        if !route_changed(&existing, ours, &self.controller, now) {
+        if !entries_changed(list, &existing, ours, &self.controller, now) {
             return Ok(());
         }
-        let parents = merge_parents(&existing, ours, &self.controller, now);
+        let merged = merge_entries(list, &existing, ours, &self.controller, now);
         match obj.data.get_mut("status") {
             Some(Value::Object(s)) => {
-                s.insert("parents".to_string(), Value::Array(parents));
+                s.insert(list.field.to_string(), Value::Array(merged));
             }
             _ => {
                 if let Value::Object(d) = &mut obj.data {
-                    d.insert("status".to_string(), json!({ "parents": parents }));
+                    d.insert("status".to_string(), json!({ list.field: merged }));
                 }
             }
         }
@@ -395,39 +492,42 @@ impl StatusWriter {
     }
 }
 
-fn route_kind(kind: &str) -> &'static str {
+fn shared_kind(kind: &str) -> &'static str {
     match kind {
         "HTTPRoute" => "HTTPRoute",
         "GRPCRoute" => "GRPCRoute",
         "TLSRoute" => "TLSRoute",
+        "BackendTLSPolicy" => "BackendTLSPolicy",
         _ => "route",
     }
 }
 
-/// Whether writing our entries would change a route's `status.parents`.
-pub fn route_changed(
+/// Whether writing our entries would change a shared status list.
+pub fn entries_changed(
+    list: SharedList,
     existing: &[Value],
-    ours: &[citoroute_translate::RouteParentStatus],
+    ours: &[Entry],
     controller: &str,
     now: &str,
 ) -> bool {
+    let mine = |v: &Value| v.get("controllerName").and_then(Value::as_str) == Some(controller);
     let have: Vec<Value> = existing
         .iter()
-        .filter(|v| v.get("controllerName").and_then(Value::as_str) == Some(controller))
-        .map(|v| normal_entry(v.clone()))
+        .filter(|v| mine(v))
+        .map(|v| normal_entry(list, v.clone()))
         .collect();
-    let want: Vec<Value> = merge_parents(existing, ours, controller, now)
+    let want: Vec<Value> = merge_entries(list, existing, ours, controller, now)
         .into_iter()
-        .filter(|v| v.get("controllerName").and_then(Value::as_str) == Some(controller))
-        .map(normal_entry)
+        .filter(mine)
+        .map(|v| normal_entry(list, v))
         .collect();
     !covers(&Value::Array(have), &Value::Array(want))
 }
 
-fn normal_entry(mut v: Value) -> Value {
-    let r = v.get("parentRef").map(normal_ref);
+fn normal_entry(list: SharedList, mut v: Value) -> Value {
+    let r = v.get(list.ref_key).map(normal_ref);
     if let (Value::Object(m), Some(r)) = (&mut v, r) {
-        m.insert("parentRef".to_string(), r);
+        m.insert(list.ref_key.to_string(), r);
     }
     v
 }
@@ -457,7 +557,7 @@ fn covers_gateway(have: &Value, want: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use citoroute_translate::{ParentReference, RouteParentStatus};
+    use citoroute_translate::{ParentReference, PolicyAncestorStatus, RouteParentStatus};
 
     fn cond(t: &str, ok: bool) -> Condition {
         Condition {
@@ -493,15 +593,23 @@ mod tests {
         assert_eq!(v[0]["lastTransitionTime"], "T1");
     }
 
+    fn merge_parents(existing: &[Value], ours: &[RouteParentStatus], now: &str) -> Vec<Value> {
+        merge_entries(PARENTS, existing, &parent_entries(ours), "us", now)
+    }
+
+    fn route_changed(existing: &[Value], ours: &[RouteParentStatus], now: &str) -> bool {
+        entries_changed(PARENTS, existing, &parent_entries(ours), "us", now)
+    }
+
     #[test]
     fn other_controllers_entries_survive() {
         let theirs =
             json!({"parentRef": {"name": "gw"}, "controllerName": "them", "conditions": []});
         let existing = vec![theirs.clone()];
-        let merged = merge_parents(&existing, &[ours("gw", true)], "us", "T1");
+        let merged = merge_parents(&existing, &[ours("gw", true)], "T1");
         assert_eq!(merged.len(), 2);
         assert_eq!(merged[0], theirs);
-        assert!(route_changed(&existing, &[ours("gw", true)], "us", "T1"));
+        assert!(route_changed(&existing, &[ours("gw", true)], "T1"));
         // Once written (with the API server's defaulting dropped), nothing changes.
         let mut written = merged.clone();
         if let Some(r) = written[1]
@@ -511,11 +619,46 @@ mod tests {
             r.remove("group");
             r.remove("kind");
         }
-        assert!(!route_changed(&written, &[ours("gw", true)], "us", "T2"));
-        assert!(route_changed(&written, &[ours("gw", false)], "us", "T2"));
+        assert!(!route_changed(&written, &[ours("gw", true)], "T2"));
+        assert!(route_changed(&written, &[ours("gw", false)], "T2"));
         // Dropping our entry is a change; their entry stays.
-        assert!(route_changed(&written, &[], "us", "T2"));
-        assert_eq!(merge_parents(&written, &[], "us", "T2"), vec![theirs]);
+        assert!(route_changed(&written, &[], "T2"));
+        assert_eq!(merge_parents(&written, &[], "T2"), vec![theirs]);
+    }
+
+    #[test]
+    fn policy_ancestors_keep_other_controllers_and_times() {
+        let ancestor = |ok| PolicyAncestorStatus {
+            ancestor_ref: ours("gw", ok).parent_ref,
+            controller_name: "us".to_string(),
+            conditions: vec![cond("Accepted", ok)],
+        };
+        let theirs =
+            json!({"ancestorRef": {"name": "gw"}, "controllerName": "them", "conditions": []});
+        let old_ours = json!({
+            "ancestorRef": {"name": "gw", "namespace": "default"},
+            "controllerName": "us",
+            "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                "message": "", "observedGeneration": 1, "lastTransitionTime": "T0"}],
+        });
+        let mut a = ancestor(true);
+        a.ancestor_ref.namespace = Some("default".to_string());
+        let existing = vec![theirs.clone(), old_ours];
+        let entries = ancestor_entries(std::slice::from_ref(&a));
+        assert!(!entries_changed(ANCESTORS, &existing, &entries, "us", "T1"));
+        let merged = merge_entries(ANCESTORS, &existing, &entries, "us", "T1");
+        assert_eq!(merged[0], theirs);
+        assert_eq!(merged[1]["conditions"][0]["lastTransitionTime"], "T0");
+        assert!(merged[1].get("parentRef").is_none());
+        let mut b = ancestor(false);
+        b.ancestor_ref.namespace = Some("default".to_string());
+        let flipped = ancestor_entries(std::slice::from_ref(&b));
+        assert!(entries_changed(ANCESTORS, &existing, &flipped, "us", "T1"));
+        // No entry of ours any more (the policy no longer affects our Gateways): removed.
+        assert_eq!(
+            merge_entries(ANCESTORS, &existing, &[], "us", "T1"),
+            vec![theirs]
+        );
     }
 
     #[test]

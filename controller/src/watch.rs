@@ -5,6 +5,7 @@
 use citoroute_crds::{Consumer, JwtValidationPolicy, LlmBackend, LlmRoute};
 use citoroute_translate::{ConfigMapInfo, SecretInfo, Snapshot};
 use futures::StreamExt;
+use gateway_api::backendtlspolicies::BackendTlsPolicy;
 use gateway_api::experimental::gatewayclasses::GatewayClass;
 use gateway_api::experimental::gateways::Gateway;
 use gateway_api::experimental::grpcroutes::GrpcRoute;
@@ -47,6 +48,7 @@ pub struct Stores {
     pub grpc_routes: Option<Store<GrpcRoute>>,
     pub tls_routes: Option<Store<TlsRoute>>,
     pub reference_grants: Option<Store<ReferenceGrant>>,
+    pub backend_tls_policies: Option<Store<BackendTlsPolicy>>,
     pub services: Store<Service>,
     pub endpoint_slices: Store<EndpointSlice>,
     /// Secrets with their values removed: only names of keys remain (plus the in-memory
@@ -269,6 +271,7 @@ impl Stores {
             grpc_routes: optional(client, &notify).await,
             tls_routes: optional(client, &notify).await,
             reference_grants: optional(client, &notify).await,
+            backend_tls_policies: optional(client, &notify).await,
             services: reflect(
                 Api::all(client.clone()),
                 cfg(),
@@ -331,6 +334,9 @@ impl Stores {
             s.wait_until_ready().await?;
         }
         if let Some(s) = &self.reference_grants {
+            s.wait_until_ready().await?;
+        }
+        if let Some(s) = &self.backend_tls_policies {
             s.wait_until_ready().await?;
         }
         self.services.wait_until_ready().await?;
@@ -412,6 +418,7 @@ impl Stores {
             llm_routes: opt(&self.llm_routes),
             consumers: opt(&self.consumers),
             jwt_policies: opt(&self.jwt_policies),
+            backend_tls_policies: opt(&self.backend_tls_policies),
             ..Snapshot::default()
         }
     }

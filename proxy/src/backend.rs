@@ -2,11 +2,10 @@
 //! Pingora peer each attempt is sent to.
 
 use crate::router::CompileError;
+use crate::upstream_tls::UpstreamTls;
 use citoroute_config::{self as cfg, BackendProtocol, LbPolicy, RuntimeSettings};
 use citoroute_core::{BreakerConfig, CircuitBreaker, Maglev, TriedSet};
-use pingora_core::protocols::tls::CaType;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::utils::tls::WrappedX509;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,9 +35,8 @@ pub struct BackendSet {
     maglev: Option<Maglev>,
     next: AtomicUsize,
     pub protocol: BackendProtocol,
-    tls: Option<cfg::BackendTls>,
-    /// Trust anchors for the backend's certificate (BackendTLSPolicy); None means system roots.
-    ca: Option<Arc<CaType>>,
+    /// TLS to the endpoints (BackendTLSPolicy).
+    tls: Option<UpstreamTls>,
     /// The backend's `connect_timeout`; TLS routes use it too.
     pub connect_timeout: Option<Duration>,
     max_h2_streams: usize,
@@ -130,12 +128,13 @@ impl BackendSet {
                 _ => return Err(CompileError::Invalid(format!("bad hash_on {h:?}"))),
             },
         };
-        let ca = match &b.tls {
-            Some(t) if !t.ca_files.is_empty() => Some(load_ca(name, &t.ca_files)?),
-            _ => None,
-        };
+        let connect_timeout = b.connect_timeout.map(|d| d.0);
+        let tls = b
+            .tls
+            .as_ref()
+            .map(|t| UpstreamTls::new(name, t, connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT)))
+            .transpose()?;
         Ok(BackendSet {
-            ca,
             name: name.into(),
             endpoints,
             policy: b.load_balancing.policy,
@@ -143,10 +142,15 @@ impl BackendSet {
             maglev,
             next: AtomicUsize::new(fastrand::usize(..usize::MAX / 2)),
             protocol: b.protocol,
-            tls: b.tls.clone(),
-            connect_timeout: b.connect_timeout.map(|d| d.0),
+            tls,
+            connect_timeout,
             max_h2_streams: runtime.max_h2_streams,
         })
+    }
+
+    /// Whether connections to the endpoints are TLS (BackendTLSPolicy).
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     pub fn hash_on(&self) -> Option<&HashOn> {
@@ -185,62 +189,31 @@ impl BackendSet {
     }
 
     /// The Pingora peer for one attempt at endpoint `i`.
+    /// The Pingora peer for one attempt at endpoint `i`. With TLS, Pingora sees a plaintext
+    /// peer whose connections our connector opens (see [`crate::upstream_tls`]).
     pub fn peer(&self, i: usize, upgrade: bool, read_timeout: Option<Duration>) -> Box<HttpPeer> {
         let ep = &self.endpoints[i];
-        let (tls, sni) = match &self.tls {
-            Some(t) => (true, t.sni.clone()),
-            None => (false, String::new()),
-        };
-        let mut peer = HttpPeer::new(ep.addr, tls, sni);
+        let mut peer = HttpPeer::new(ep.addr, false, String::new());
+        let h2 = !upgrade && matches!(self.protocol, BackendProtocol::H2c | BackendProtocol::H2);
+        if let Some(tls) = &self.tls {
+            let (connector, group) = tls.connector(h2);
+            peer.options.custom_l4 = Some(connector);
+            peer.group_key = group;
+        }
         let opts = &mut peer.options;
-        opts.connection_timeout = Some(self.connect_timeout.unwrap_or(Duration::from_secs(5)));
+        opts.connection_timeout = Some(self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT));
         opts.read_timeout = read_timeout;
         opts.write_timeout = read_timeout;
         opts.idle_timeout = Some(Duration::from_secs(60));
         opts.max_h2_streams = self.max_h2_streams;
-        match (self.protocol, upgrade) {
-            (_, true) | (BackendProtocol::Http1 | BackendProtocol::Websocket, _) => {
-                opts.set_http_version(1, 1)
-            }
-            (BackendProtocol::H2c | BackendProtocol::H2, false) => opts.set_http_version(2, 2),
-        }
-        if self.tls.is_some() {
-            opts.verify_cert = true;
-            opts.verify_hostname = true;
-            opts.ca = self.ca.clone();
+        if h2 {
+            opts.set_http_version(2, 2);
+        } else {
+            opts.set_http_version(1, 1);
         }
         Box::new(peer)
     }
 }
 
-/// Reads PEM CA bundles; every certificate is parsed first so a bad file is a config error,
-/// not a panic inside the TLS connector.
-fn load_ca(backend: &str, files: &[String]) -> Result<Arc<CaType>, CompileError> {
-    let mut certs = Vec::new();
-    for file in files {
-        let pem = std::fs::read(file).map_err(|e| {
-            CompileError::Invalid(format!(
-                "backend {backend:?}: cannot read CA file {file}: {e}"
-            ))
-        })?;
-        for der in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let der = der.map_err(|e| {
-                CompileError::Invalid(format!("backend {backend:?}: bad PEM in {file}: {e}"))
-            })?;
-            if x509_parser::parse_x509_certificate(der.as_ref()).is_err() {
-                return Err(CompileError::Invalid(format!(
-                    "backend {backend:?}: {file} holds an unparsable certificate"
-                )));
-            }
-            certs.push(WrappedX509::new(der.as_ref().to_vec(), |raw| {
-                pingora_core::utils::tls::parse_x509(raw)
-            }));
-        }
-    }
-    if certs.is_empty() {
-        return Err(CompileError::Invalid(format!(
-            "backend {backend:?}: CA files hold no certificate"
-        )));
-    }
-    Ok(Arc::from(certs))
-}
+/// Time allowed to open a connection (and its TLS) to one endpoint when the config sets none.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

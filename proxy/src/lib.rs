@@ -19,3 +19,4 @@ pub mod server;
 pub mod sniff;
 pub mod tls;
 pub mod tlsroute;
+pub mod upstream_tls;

@@ -78,9 +78,11 @@ impl MirrorClient {
     }
 
     /// The mirror's request head: same method, path, query and headers, the (possibly
-    /// rewritten) host, one endpoint of the mirror backend. None when it has no endpoint.
+    /// rewritten) host, one endpoint of the mirror backend. None when it has no endpoint, or
+    /// when it takes TLS: copies go over plain HTTP, and a backend under a BackendTLSPolicy
+    /// must never receive a request in cleartext.
     pub fn prepare(backend: &BackendSet, req: &RequestHeader, host: &str) -> Option<PendingMirror> {
-        if backend.endpoints.is_empty() {
+        if backend.endpoints.is_empty() || backend.uses_tls() {
             return None;
         }
         let ep = &backend.endpoints[fastrand::usize(..backend.endpoints.len())];

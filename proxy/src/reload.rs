@@ -254,7 +254,8 @@ const FILES_POLL: Duration = Duration::from_secs(1);
 type FileStamps = Vec<(String, Option<(SystemTime, u64)>)>;
 
 /// The stamps of the files a config loads at reload: listener certificates and keys, client
-/// CA bundles. Metadata follows symlinks, so a Kubernetes volume's atomic swap shows.
+/// and backend CA bundles. Metadata follows symlinks, so a Kubernetes volume's atomic swap
+/// shows.
 fn file_stamps(cfg: &ProxyConfig) -> FileStamps {
     let certs = cfg
         .certificates
@@ -265,7 +266,12 @@ fn file_stamps(cfg: &ProxyConfig) -> FileStamps {
         .iter()
         .filter_map(|l| l.tls.as_ref()?.client_validation.as_ref())
         .flat_map(|v| v.ca_files.iter().cloned());
-    let files: BTreeSet<String> = certs.chain(cas).collect();
+    let backend_cas = cfg
+        .backends
+        .values()
+        .filter_map(|b| b.tls.as_ref())
+        .flat_map(|t| t.ca_files.iter().cloned());
+    let files: BTreeSet<String> = certs.chain(cas).chain(backend_cas).collect();
     files
         .into_iter()
         .map(|f| {

@@ -56,6 +56,12 @@ fn with_stand_in_files(cfg: &mut ProxyConfig, dir: &Path) {
             }
         }
     }
+    // BackendTLSPolicy: the backends' CA bundles copied from ConfigMaps.
+    for b in cfg.backends.values_mut() {
+        for f in b.tls.iter_mut().flat_map(|t| t.ca_files.iter_mut()) {
+            *f = stand_in(&stand_in_ca());
+        }
+    }
     // A JWKS URL becomes a file too: tests talk to no one.
     if let Some(jwt) = cfg.jwt.as_mut() {
         jwt.jwks_file = stand_in(STAND_IN_JWKS);

@@ -1,7 +1,8 @@
 //! Lookups over the snapshot: namespaces, ReferenceGrants, Services and their endpoints.
 
+use crate::backend_tls::Policies;
 use crate::ir::{self, BackendRefIr, ReferenceGrantSpecIr};
-use crate::{GATEWAY_GROUP, SecretInfo, Snapshot};
+use crate::{GATEWAY_GROUP, LlmFile, ObjectKey, SecretInfo, Snapshot};
 use citoroute_config::{Backend, BackendProtocol};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -19,8 +20,14 @@ pub(crate) struct Ctx<'a> {
     slices: BTreeMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     secrets: BTreeMap<(&'a str, &'a str), &'a SecretInfo>,
     grants: Vec<(String, ReferenceGrantSpecIr)>,
+    /// BackendTLSPolicies, applied to backends as they resolve.
+    pub policies: Policies,
     /// Every backend some route resolved to, by name.
     pub backends: BTreeMap<String, Backend>,
+    /// The Service `(namespace, name)` of each backend.
+    pub backend_services: BTreeMap<String, ObjectKey>,
+    /// The CA bundles a backend's TLS verification reads.
+    pub backend_files: BTreeMap<String, Vec<LlmFile>>,
 }
 
 static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
@@ -76,7 +83,10 @@ impl<'a> Ctx<'a> {
             slices,
             secrets,
             grants,
+            policies: Policies::new(s),
             backends: BTreeMap::new(),
+            backend_services: BTreeMap::new(),
+            backend_files: BTreeMap::new(),
         }
     }
 
@@ -216,21 +226,46 @@ impl<'a> Ctx<'a> {
             _ if grpc => BackendProtocol::H2c,
             _ => BackendProtocol::Http1,
         };
+        let policy = self.policies.for_port(ns, &r.name, sp.name.as_deref());
+        let mut endpoints: Vec<String> = endpoints.into_iter().collect();
+        let tls = match policy.map(|p| &p.tls) {
+            None => None,
+            Some(Ok(tls)) => Some(tls.clone()),
+            // A policy that cannot verify the backend must not fall back to plaintext or to
+            // other trust: with no endpoint left, requests get 503.
+            Some(Err(_)) => {
+                endpoints.clear();
+                None
+            }
+        };
+        if let Some(p) = policy.filter(|p| p.tls.is_ok()) {
+            self.backend_files.insert(name.clone(), p.files.clone());
+        }
+        self.backend_services
+            .insert(name.clone(), (ns.to_string(), r.name.clone()));
         let entry = self
             .backends
             .entry(name.clone())
             .or_insert_with(|| Backend {
-                endpoints: endpoints.into_iter().collect(),
-                protocol,
-                tls: None,
+                endpoints,
+                protocol: over_tls(protocol, tls.is_some()),
+                tls,
                 load_balancing: Default::default(),
                 circuit_breaker: Default::default(),
                 connect_timeout: None,
             });
         // gRPC needs HTTP/2 to the backend, whoever else refers to the same port.
         if grpc && app_protocol.is_none() {
-            entry.protocol = BackendProtocol::H2c;
+            entry.protocol = over_tls(BackendProtocol::H2c, entry.tls.is_some());
         }
         Ok(name)
+    }
+}
+
+/// HTTP/2 to a backend under TLS is `h2` (ALPN), not cleartext `h2c`.
+fn over_tls(protocol: BackendProtocol, tls: bool) -> BackendProtocol {
+    match protocol {
+        BackendProtocol::H2c if tls => BackendProtocol::H2,
+        p => p,
     }
 }

@@ -24,12 +24,7 @@ pub(crate) struct ClientCas {
 impl ClientCas {
     /// The CA bundles as files of the proxy's Secret.
     pub fn files(&self) -> impl Iterator<Item = LlmFile> + '_ {
-        self.config_maps.iter().map(|(ns, name)| LlmFile {
-            source: FileSource::ConfigMap,
-            namespace: ns.clone(),
-            name: name.clone(),
-            key: CA_KEY.to_string(),
-        })
+        self.config_maps.iter().map(|(ns, name)| ca_file(ns, name))
     }
 
     pub fn config(&self) -> ClientValidation {
@@ -37,6 +32,17 @@ impl ClientCas {
             ca_files: self.files().map(|f| f.path()).collect(),
             allow_insecure_fallback: self.insecure_fallback,
         }
+    }
+}
+
+/// The CA bundle of ConfigMap `ns/name` as a file of the proxy's Secret. Every CA reference
+/// (client validation, BackendTLSPolicy) goes through here, so one ConfigMap is one file.
+pub(crate) fn ca_file(ns: &str, name: &str) -> LlmFile {
+    LlmFile {
+        source: FileSource::ConfigMap,
+        namespace: ns.to_string(),
+        name: name.to_string(),
+        key: CA_KEY.to_string(),
     }
 }
 
@@ -51,6 +57,19 @@ impl<'a> ConfigMaps<'a> {
                 .map(|c| ((c.namespace.as_str(), c.name.as_str()), c))
                 .collect(),
         )
+    }
+
+    /// The file of ConfigMap `ns/name` as a CA bundle, or why it cannot be one (the message
+    /// of an InvalidCACertificateRef): it must exist and hold a PEM certificate in `ca.crt`.
+    pub fn ca_bundle(&self, ns: &str, name: &str) -> Result<LlmFile, &'static str> {
+        match self.0.get(&(ns, name)) {
+            None => Err("ConfigMap not found"),
+            Some(cm) if !cm.keys.contains(CA_KEY) => Err("the ConfigMap has no key ca.crt"),
+            Some(cm) if !cm.certificate_keys.contains(CA_KEY) => {
+                Err("ca.crt holds no PEM certificate")
+            }
+            Some(_) => Ok(ca_file(ns, name)),
+        }
     }
 }
 
@@ -156,18 +175,11 @@ fn resolve(
             ),
         ));
     }
-    let invalid = |why: &str| {
-        Err((
+    match cms.ca_bundle(ns, &r.name) {
+        Ok(_) => Ok((ns.to_string(), r.name.clone())),
+        Err(why) => Err((
             "InvalidCACertificateRef",
             format!("caCertificateRef {ns}/{}: {why}", r.name),
-        ))
-    };
-    match cms.0.get(&(ns, r.name.as_str())) {
-        None => invalid("ConfigMap not found"),
-        Some(cm) if !cm.keys.contains(CA_KEY) => invalid("the ConfigMap has no key ca.crt"),
-        Some(cm) if !cm.certificate_keys.contains(CA_KEY) => {
-            invalid("ca.crt holds no PEM certificate")
-        }
-        Some(_) => Ok((ns.to_string(), r.name.clone())),
+        )),
     }
 }

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+mod backend_tls;
 mod backends;
 mod frontend_tls;
 mod gateways;
@@ -18,6 +19,7 @@ mod routes;
 pub mod status;
 
 use citoroute_config::{Certificate, ProxyConfig};
+use gateway_api::backendtlspolicies::BackendTlsPolicy;
 use gateway_api::experimental::gatewayclasses::GatewayClass;
 use gateway_api::experimental::gateways::Gateway;
 use gateway_api::experimental::grpcroutes::GrpcRoute;
@@ -127,6 +129,7 @@ pub struct Snapshot {
     pub llm_routes: Vec<citoroute_crds::LlmRoute>,
     pub consumers: Vec<citoroute_crds::Consumer>,
     pub jwt_policies: Vec<citoroute_crds::JwtValidationPolicy>,
+    pub backend_tls_policies: Vec<BackendTlsPolicy>,
 }
 
 impl Default for Snapshot {
@@ -148,6 +151,7 @@ impl Default for Snapshot {
             llm_routes: Vec::new(),
             consumers: Vec::new(),
             jwt_policies: Vec::new(),
+            backend_tls_policies: Vec::new(),
         }
     }
 }
@@ -204,13 +208,15 @@ pub struct Translation {
     pub gateway_statuses: BTreeMap<ObjectKey, GatewayStatus>,
     /// Our `parents` entries of every route that names one of our Gateways.
     pub route_statuses: BTreeMap<RouteKey, RouteStatus>,
+    /// Our `ancestors` entries of every BackendTLSPolicy affecting one of our Gateways.
+    pub backend_tls_policy_statuses: BTreeMap<ObjectKey, PolicyStatus>,
     /// Per Gateway, the `(namespace, name)` of the Secrets whose certificates its proxy mounts.
     pub secrets_needed: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
     /// Status conditions of every `citoroute.io` object (LLMBackend, LLMRoute, Consumer,
     /// JWTValidationPolicy).
     pub llm_statuses: BTreeMap<LlmKey, Vec<Condition>>,
     /// Per Gateway, the Secret and ConfigMap keys its proxy reads as files (LLM credentials,
-    /// JWKS, client CA bundles of `spec.tls.frontend`); the I/O layer copies them into the proxy's Secret under
+    /// JWKS, client CA bundles of `spec.tls.frontend`, CA bundles of BackendTLSPolicies); the I/O layer copies them into the proxy's Secret under
     /// [`LlmFile::secret_key`].
     pub llm_files: BTreeMap<ObjectKey, BTreeSet<LlmFile>>,
 }
@@ -219,6 +225,8 @@ pub struct Translation {
 /// GatewayClass of ours declares in its status. The conformance suite reads this list and
 /// tests exactly these, so a name goes here only once its conformance tests pass. Sorted.
 pub const SUPPORTED_FEATURES: &[&str] = &[
+    "BackendTLSPolicy",
+    "BackendTLSPolicySANValidation",
     "GRPCRoute",
     "GRPCRouteNamedRouteRule",
     "Gateway",
@@ -290,6 +298,7 @@ pub fn translate(s: &Snapshot) -> Translation {
     let mut ctx = ctx;
     routes::attach_all(s, &mut ctx, &mut gws, &mut t);
     llm::attach(s, &ctx, &mut gws, &mut t);
+    backend_tls::attach(s, &ctx, &gws, &mut t);
     gateways::finish(gws, &mut t);
     t
 }

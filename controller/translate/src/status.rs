@@ -104,3 +104,18 @@ pub struct ParentReference {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<i32>,
 }
+
+/// The `status` of a policy attached to backends (BackendTLSPolicy), holding only our
+/// `ancestors` entries: one per Gateway whose config the policy affects.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct PolicyStatus {
+    pub ancestors: Vec<PolicyAncestorStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyAncestorStatus {
+    pub ancestor_ref: ParentReference,
+    pub controller_name: String,
+    pub conditions: Vec<Condition>,
+}

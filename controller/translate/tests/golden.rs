@@ -58,6 +58,7 @@ fn load(path: &Path) -> Snapshot {
             "LLMRoute" => s.llm_routes.push(typed(doc, &what)),
             "Consumer" => s.consumers.push(typed(doc, &what)),
             "JWTValidationPolicy" => s.jwt_policies.push(typed(doc, &what)),
+            "BackendTLSPolicy" => s.backend_tls_policies.push(typed(doc, &what)),
             "Secret" => {
                 // The I/O layer parses the certificate; here a non-empty tls.crt that is not
                 // base64 of "-----BEGIN" stands for a malformed one.
@@ -84,6 +85,8 @@ struct StatusDoc {
     gateways: Vec<Namespaced<GatewayStatus>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     routes: Vec<RouteEntry>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    backend_tls_policies: Vec<Namespaced<PolicyStatus>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     secrets_needed: Vec<SecretsEntry>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -166,6 +169,15 @@ fn status_yaml(t: &Translation) -> String {
                 kind: k.kind,
                 namespace: k.namespace.clone(),
                 name: k.name.clone(),
+                status: status.clone(),
+            })
+            .collect(),
+        backend_tls_policies: t
+            .backend_tls_policy_statuses
+            .iter()
+            .map(|((ns, name), status)| Namespaced {
+                namespace: ns.clone(),
+                name: name.clone(),
                 status: status.clone(),
             })
             .collect(),
@@ -318,6 +330,7 @@ fn input_order_does_not_matter() {
         r.llm_routes.reverse();
         r.consumers.reverse();
         r.jwt_policies.reverse();
+        r.backend_tls_policies.reverse();
         assert_eq!(translate(&s), translate(&r), "{}", dir.display());
     }
 }

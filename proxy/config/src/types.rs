@@ -206,12 +206,13 @@ pub enum BackendProtocol {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendTls {
-    /// SNI sent and the name the certificate must carry.
+    /// SNI sent, and the name the certificate must carry unless `subject_alt_names` is set.
     pub sni: String,
     /// PEM CA files; empty means the system roots.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ca_files: Vec<String>,
-    /// Extra names accepted in the backend certificate.
+    /// When set, the certificate must carry one of these names (DNS names, or URIs such as
+    /// SPIFFE IDs when they contain `:`) and `sni` is no longer checked against it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subject_alt_names: Vec<String>,
 }

@@ -242,10 +242,15 @@ fn check_backends(c: &mut Checker) {
                 "h2 needs a tls section (use h2c without TLS)",
             );
         }
-        if let Some(tls) = &b.tls
-            && tls.sni.is_empty()
-        {
-            c.report(format!("{at}.tls.sni"), "must not be empty");
+        if let Some(tls) = &b.tls {
+            if let Err(e) = check_sni(&tls.sni) {
+                c.report(format!("{at}.tls.sni"), e);
+            }
+            for (j, san) in tls.subject_alt_names.iter().enumerate() {
+                if let Err(e) = check_subject_alt_name(san) {
+                    c.report(format!("{at}.tls.subject_alt_names[{j}]"), e);
+                }
+            }
         }
         if let Some(h) = &b.load_balancing.hash_on {
             let ok = h == "source_ip"
@@ -672,6 +677,41 @@ pub fn check_hostname(h: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A backend's SNI: a DNS name without wildcard (or an IP address, sent as no SNI but
+/// verified against the certificate's IP SANs).
+pub fn check_sni(sni: &str) -> Result<(), String> {
+    if sni.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    if sni.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if sni.starts_with("*.") {
+        return Err(format!("{sni:?}: a wildcard is not a server name"));
+    }
+    check_hostname(sni)
+}
+
+/// A subject alternative name the backend certificate may carry instead of the SNI name: a
+/// URI (`scheme:rest`, e.g. a SPIFFE ID) when it has a `:`, else a DNS name without wildcard.
+pub fn check_subject_alt_name(san: &str) -> Result<(), String> {
+    match san.split_once(':') {
+        Some((scheme, rest)) => {
+            let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+            if scheme_ok && !rest.is_empty() && !san.contains(char::is_whitespace) {
+                Ok(())
+            } else {
+                Err(format!("{san:?} is not a URI (scheme:rest)"))
+            }
+        }
+        None if san.starts_with("*.") => Err(format!("{san:?}: wildcards are not supported")),
+        None => check_hostname(san),
+    }
 }
 
 fn is_prime(n: usize) -> bool {

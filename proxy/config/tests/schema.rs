@@ -180,3 +180,30 @@ fn five_thousand_routes_stay_compact() {
     let back = ProxyConfig::from_bytes(&packed).expect("unpack");
     assert_eq!(back, cfg);
 }
+
+#[test]
+fn backend_tls_names_are_checked() {
+    let tls = r#"
+[backends.t]
+endpoints = ["127.0.0.1:9443"]
+tls = { sni = "*.wild.test", subject_alt_names = ["ok.test", "spiffe://td/ns/a", "*.x.test", "no scheme:", "Bad_Name"] }
+"#;
+    let err = invalid(&format!("{BASE}{tls}"));
+    for expected in [
+        "backends.\"t\".tls.sni: \"*.wild.test\": a wildcard is not a server name",
+        "backends.\"t\".tls.subject_alt_names[2]",
+        "backends.\"t\".tls.subject_alt_names[3]: \"no scheme:\" is not a URI",
+        "backends.\"t\".tls.subject_alt_names[4]",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in\n{err}");
+    }
+    for ok in ["subject_alt_names[0]", "subject_alt_names[1]"] {
+        assert!(!err.contains(ok), "{ok} refused in\n{err}");
+    }
+    let good = r#"
+[backends.t]
+endpoints = ["127.0.0.1:9443"]
+tls = { sni = "10.0.0.1", subject_alt_names = ["urn:example:a"] }
+"#;
+    ProxyConfig::from_toml(&format!("{BASE}{good}")).expect("an IP SNI and a URN SAN load");
+}

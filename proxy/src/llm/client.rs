@@ -186,7 +186,7 @@ pub fn default_clients() -> Clients {
     CLIENTS
         .get_or_init(|| Clients {
             id: 0,
-            tls: tls_config(system_roots().clone()),
+            tls: tls_config(crate::upstream_tls::system_roots().clone()),
         })
         .clone()
 }
@@ -194,7 +194,7 @@ pub fn default_clients() -> Clients {
 /// Clients trusting the system roots plus every certificate in the PEM file `ca_file`.
 pub fn clients_with_ca(ca_file: &str) -> Result<Clients, String> {
     let pem = std::fs::read(ca_file).map_err(|e| format!("cannot read {ca_file}: {e}"))?;
-    let mut roots = system_roots().clone();
+    let mut roots = crate::upstream_tls::system_roots().clone();
     let mut added = 0;
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
         let cert = cert.map_err(|e| format!("{ca_file}: {e}"))?;
@@ -211,20 +211,6 @@ pub fn clients_with_ca(ca_file: &str) -> Result<Clients, String> {
     Ok(Clients {
         id: hasher.finish() | 1,
         tls: tls_config(roots),
-    })
-}
-
-fn system_roots() -> &'static rustls::RootCertStore {
-    static ROOTS: OnceLock<rustls::RootCertStore> = OnceLock::new();
-    ROOTS.get_or_init(|| {
-        let mut roots = rustls::RootCertStore::empty();
-        match rustls_native_certs::load_native_certs() {
-            Ok(certs) => {
-                let _ = roots.add_parsable_certificates(certs);
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot load the system's root certificates"),
-        }
-        roots
     })
 }
 

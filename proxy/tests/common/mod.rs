@@ -693,10 +693,39 @@ impl Pki {
 
     /// A leaf for `name` (also its CN), written to `dir/<file>.crt` and `dir/<file>.key`.
     pub fn leaf(&self, dir: &std::path::Path, file: &str, name: &str) -> Leaf {
-        let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).expect("params");
+        let params = rcgen::CertificateParams::new(vec![name.to_string()]).expect("params");
+        self.sign_leaf(dir, file, name, params)
+    }
+
+    /// A leaf with CN `cn` carrying exactly `dns` and `uris` as subject alternative names.
+    pub fn leaf_with_sans(
+        &self,
+        dir: &std::path::Path,
+        file: &str,
+        cn: &str,
+        dns: &[&str],
+        uris: &[&str],
+    ) -> Leaf {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        let ia5 = |s: &str| rcgen::string::Ia5String::try_from(s.to_string()).expect("ia5");
+        params.subject_alt_names = dns
+            .iter()
+            .map(|d| rcgen::SanType::DnsName(ia5(d)))
+            .chain(uris.iter().map(|u| rcgen::SanType::URI(ia5(u))))
+            .collect();
+        self.sign_leaf(dir, file, cn, params)
+    }
+
+    fn sign_leaf(
+        &self,
+        dir: &std::path::Path,
+        file: &str,
+        cn: &str,
+        mut params: rcgen::CertificateParams,
+    ) -> Leaf {
         params
             .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
+            .push(rcgen::DnType::CommonName, cn);
         let key = rcgen::KeyPair::generate().expect("leaf key");
         let issuer = rcgen::Issuer::from_params(&self.ca_params, &self.ca.signing_key);
         let cert = params.signed_by(&key, &issuer).expect("sign leaf");
