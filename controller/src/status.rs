@@ -403,7 +403,10 @@ impl StatusWriter {
                 changed.push((ns, name, ours));
             }
         }
-        errors.extend(self.write_all::<BackendTlsPolicy>(ANCESTORS, changed, now).await);
+        errors.extend(
+            self.write_all::<BackendTlsPolicy>(ANCESTORS, changed, now)
+                .await,
+        );
     }
 
     /// Whether our entries of `obj`'s shared status list differ from what the cache shows.

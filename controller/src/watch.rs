@@ -84,14 +84,82 @@ where
         .boxed();
     tokio::spawn(async move {
         let mut stream = stream;
+        let mut seen = Seen::default();
         while let Some(ev) = stream.next().await {
             match ev {
-                Ok(_) => notify.notify_one(),
+                Ok(ev) => {
+                    if seen.matters(&ev) {
+                        notify.notify_one();
+                    }
+                }
                 Err(e) => tracing::warn!(%kind, error = %e, "watch error (retrying)"),
             }
         }
     });
     reader
+}
+
+/// What a change of an object must touch to need a reconcile. Objects with a
+/// `metadata.generation` (our status-bearing kinds, Deployments) count only when it or their
+/// labels or annotations change: a status write, ours included, needs none (the translation
+/// never reads a status, and the store behind the status writer is updated regardless).
+/// Without this, every status write woke a reconcile that changed nothing but held back the
+/// next real one. Objects without a generation (Services, EndpointSlices, Secrets,
+/// ConfigMaps, Namespaces) count on every change, except the proxy objects we write ourselves
+/// (only their deletion counts).
+#[derive(Default)]
+struct Seen {
+    signatures: std::collections::HashMap<(Option<String>, String), u64>,
+}
+
+fn signature(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<u64> {
+    use std::hash::Hasher;
+    let generation = meta.generation?;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    generation.hash(&mut h);
+    meta.labels.hash(&mut h);
+    meta.annotations.hash(&mut h);
+    meta.deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .hash(&mut h);
+    Some(h.finish())
+}
+
+impl Seen {
+    fn matters<K: Resource>(&mut self, ev: &watcher::Event<K>) -> bool {
+        match ev {
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                let meta = o.meta();
+                // Our own proxy objects change when we write them; a deletion still counts.
+                if meta
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(MANAGED_BY_LABEL))
+                    .is_some_and(|v| v == MANAGED_BY)
+                {
+                    return false;
+                }
+                let key = (
+                    meta.namespace.clone(),
+                    meta.name.clone().unwrap_or_default(),
+                );
+                match signature(meta) {
+                    Some(sig) => self.signatures.insert(key, sig) != Some(sig),
+                    None => true,
+                }
+            }
+            watcher::Event::Delete(o) => {
+                let meta = o.meta();
+                self.signatures.remove(&(
+                    meta.namespace.clone(),
+                    meta.name.clone().unwrap_or_default(),
+                ));
+                true
+            }
+            watcher::Event::Init | watcher::Event::InitDone => true,
+        }
+    }
 }
 
 /// Drops what the controller never reads and what must not sit in memory: managed fields
@@ -427,6 +495,43 @@ impl Stores {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn route(generation: Option<i64>, status: &str) -> HttpRoute {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "r", "namespace": "ns", "generation": generation},
+            "spec": {},
+            "status": {"parents": [{"parentRef": {"name": status}, "controllerName": "x", "conditions": []}]}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn status_writes_wake_no_reconcile_but_spec_changes_do() {
+        let mut seen = Seen::default();
+        assert!(seen.matters(&watcher::Event::Apply(route(Some(1), "a"))));
+        // Only the status changed (our own write): nothing to reconcile.
+        assert!(!seen.matters(&watcher::Event::Apply(route(Some(1), "b"))));
+        assert!(seen.matters(&watcher::Event::Apply(route(Some(2), "b"))));
+        let mut labelled = route(Some(2), "b");
+        labelled.metadata.labels = Some([("team".to_string(), "a".to_string())].into());
+        assert!(seen.matters(&watcher::Event::Apply(labelled)));
+        assert!(seen.matters(&watcher::Event::Delete(route(Some(2), "b"))));
+        assert!(seen.matters(&watcher::Event::<HttpRoute>::InitDone));
+    }
+
+    #[test]
+    fn objects_without_generation_always_count_and_ours_only_when_deleted() {
+        let mut seen = Seen::default();
+        let svc = Service::default();
+        assert!(seen.matters(&watcher::Event::Apply(svc.clone())));
+        assert!(seen.matters(&watcher::Event::Apply(svc)));
+        let mut ours = ConfigMap::default();
+        ours.metadata.labels =
+            Some([(MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string())].into());
+        assert!(!seen.matters(&watcher::Event::Apply(ours.clone())));
+        assert!(seen.matters(&watcher::Event::Delete(ours)));
+    }
 
     #[test]
     fn certificate_problems() {
