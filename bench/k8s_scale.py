@@ -186,6 +186,7 @@ spec:
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: (.*)", out)
     reqs = re.search(r"(\d+) requests in", out)
+    print("propagation times (ms, in order): " + " ".join(f"{t:.0f}" for t in times))
     print(f"propagation over {len(times)} routes (ms): p50 {pct(times, 50):.0f}  "
           f"p99 {pct(times, 99):.0f}  max {max(times):.0f}  mean {statistics.mean(times):.0f}")
     print(f"steady traffic during the changes: {reqs.group(1) if reqs else '?'} requests, "
