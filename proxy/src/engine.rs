@@ -124,7 +124,19 @@ fn valid_host(h: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
 }
 
+/// Answers the request from the proxy itself. Boxed, like the LLM branch below, so that
+/// `request_filter`'s future (allocated and moved into place for every request) stays small:
+/// the answers are rare, the proxied path is not.
 async fn respond(
+    session: &mut Session,
+    status: u16,
+    headers: &[(&str, String)],
+    body: &'static str,
+) -> Result<()> {
+    Box::pin(respond_inner(session, status, headers, body)).await
+}
+
+async fn respond_inner(
     session: &mut Session,
     status: u16,
     headers: &[(&str, String)],
@@ -265,7 +277,9 @@ impl ProxyHttp for Engine {
         // LLM routes: the AI gateway answers the request itself (see `crate::llm`).
         if let Some(llm) = rule.llm.clone() {
             ctx.host = host;
-            ctx.status = crate::llm::serve(&self.metrics, session, &llm).await?;
+            // Boxed: the AI gateway's future is several KB; inline, it would make every
+            // request's `request_filter` future that large.
+            ctx.status = Box::pin(crate::llm::serve(&self.metrics, session, &llm)).await?;
             return Ok(true);
         }
 
