@@ -628,24 +628,26 @@ impl ProxyHttp for Engine {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(ctx.status);
-        let (route, backend) = match &ctx.matched {
-            Some(m) => (
-                m.rule.route.as_ref(),
-                ctx.backend
-                    .and_then(|i| m.rule.backends.get(i))
-                    .map(|b| b.name.as_ref())
-                    .unwrap_or(""),
-            ),
-            None => ("", ""),
-        };
         let elapsed = ctx.start.elapsed();
-        self.metrics
-            .observe_request(route, backend, status, elapsed);
+        match &ctx.matched {
+            Some(m) => m.rule.request_metrics(ctx.backend).observe(status, elapsed),
+            None => self.metrics.unmatched().observe(status, elapsed),
+        }
         if ctx
             .router
             .as_ref()
             .is_some_and(|r| r.config.runtime.access_log)
         {
+            let (route, backend) = match &ctx.matched {
+                Some(m) => (
+                    m.rule.route.as_ref(),
+                    ctx.backend
+                        .and_then(|i| m.rule.backends.get(i))
+                        .map(|b| b.name.as_ref())
+                        .unwrap_or(""),
+                ),
+                None => ("", ""),
+            };
             let req = session.req_header();
             let endpoint = ctx
                 .backend_set()

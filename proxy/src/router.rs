@@ -8,6 +8,7 @@
 
 use crate::backend::{BackendSet, BreakerRegistry};
 use crate::filters::{CompiledFilters, compile_filters};
+use crate::metrics::{Metrics, RequestMetrics};
 use citoroute_config::{
     self as cfg, GrpcRoute, HttpMatch, HttpRoute, ListenerProtocol, PathMatchType, ProxyConfig,
     ValueMatchType, hostname,
@@ -184,6 +185,38 @@ pub struct Rule {
     pub grpc: bool,
     /// Set for LLM routes: the request is served by [`crate::llm::serve`].
     pub llm: Option<Arc<crate::llm::LlmRoute>>,
+    /// The rule's request metrics, resolved at compile time.
+    pub metrics: RuleMetrics,
+}
+
+/// A rule's request metrics handles: one per backend (in `backends` order) and one for
+/// requests answered before a backend was chosen (redirects, CORS preflights, LLM routes).
+#[derive(Debug)]
+pub struct RuleMetrics {
+    no_backend: RequestMetrics,
+    backends: Box<[RequestMetrics]>,
+}
+
+impl RuleMetrics {
+    fn new(metrics: &Metrics, route: &str, backends: &[RuleBackend]) -> RuleMetrics {
+        RuleMetrics {
+            no_backend: RequestMetrics::new(metrics, route, ""),
+            backends: backends
+                .iter()
+                .map(|b| RequestMetrics::new(metrics, route, &b.name))
+                .collect(),
+        }
+    }
+}
+
+impl Rule {
+    /// The metrics handles for a request of this rule sent to backend `backend` (an index into
+    /// `backends`), or answered without one.
+    pub fn request_metrics(&self, backend: Option<usize>) -> &RequestMetrics {
+        backend
+            .and_then(|i| self.metrics.backends.get(i))
+            .unwrap_or(&self.metrics.no_backend)
+    }
 }
 
 /// One weighted backend of a rule; `set` is None when the reference was unresolved.
@@ -212,11 +245,13 @@ pub struct RequestView<'a> {
 }
 
 impl Router {
-    /// Compiles a validated config. `breakers` keeps endpoint breaker state across reloads.
+    /// Compiles a validated config. `breakers` keeps endpoint breaker state across reloads;
+    /// each rule resolves its request metrics handles in `metrics`.
     pub fn compile(
         config: Arc<ProxyConfig>,
         generation: u64,
         breakers: &BreakerRegistry,
+        metrics: &Metrics,
     ) -> Result<Router, CompileError> {
         let mut backends = HashMap::new();
         for (name, b) in &config.backends {
@@ -228,6 +263,7 @@ impl Router {
         let mut builder = Builder {
             listeners: HashMap::new(),
             backends: &backends,
+            metrics,
         };
         for l in &config.listeners {
             builder.listeners.insert(
@@ -581,6 +617,7 @@ impl Candidate {
 struct Builder<'a> {
     listeners: HashMap<String, (u16, ListenerProtocol, Option<String>, HostIndexBuilder)>,
     backends: &'a HashMap<String, Arc<BackendSet>>,
+    metrics: &'a Metrics,
 }
 
 #[derive(Default)]
@@ -729,6 +766,7 @@ impl Builder<'_> {
     fn add_http_route(&mut self, order: usize, route: &HttpRoute) -> Result<(), CompileError> {
         let name: Arc<str> = route.name.as_str().into();
         let backends_map = self.backends;
+        let metrics = self.metrics;
         self.attach(
             &route.name,
             &route.listeners,
@@ -737,6 +775,7 @@ impl Builder<'_> {
                 let mut out = Vec::new();
                 for (r, rule) in route.rules.iter().enumerate() {
                     let (backends, picker) = rule_backends(backends_map, &rule.backends)?;
+                    let rule_metrics = RuleMetrics::new(metrics, &name, &backends);
                     let t = rule.timeouts.unwrap_or_default();
                     let retry = rule.retry.clone().unwrap_or_default();
                     let shared = Arc::new(Rule {
@@ -753,6 +792,7 @@ impl Builder<'_> {
                         retry_backoff: retry.backoff.map(|d| d.0),
                         grpc: false,
                         llm: None,
+                        metrics: rule_metrics,
                     });
                     let default_match = [HttpMatch::default()];
                     let matches = if rule.matches.is_empty() {
@@ -774,6 +814,7 @@ impl Builder<'_> {
     fn add_grpc_route(&mut self, order: usize, route: &GrpcRoute) -> Result<(), CompileError> {
         let name: Arc<str> = route.name.as_str().into();
         let backends_map = self.backends;
+        let metrics = self.metrics;
         self.attach(
             &route.name,
             &route.listeners,
@@ -782,6 +823,7 @@ impl Builder<'_> {
                 let mut out = Vec::new();
                 for (r, rule) in route.rules.iter().enumerate() {
                     let (backends, picker) = rule_backends(backends_map, &rule.backends)?;
+                    let rule_metrics = RuleMetrics::new(metrics, &name, &backends);
                     let shared = Arc::new(Rule {
                         route: name.clone(),
                         rule_name: rule.name.as_deref().map(Into::into),
@@ -796,6 +838,7 @@ impl Builder<'_> {
                         retry_backoff: None,
                         grpc: true,
                         llm: None,
+                        metrics: rule_metrics,
                     });
                     let default_match = [cfg::GrpcMatch::default()];
                     let matches = if rule.matches.is_empty() {
@@ -825,6 +868,7 @@ impl Builder<'_> {
         compiled: &Arc<crate::llm::LlmRoute>,
     ) -> Result<(), CompileError> {
         let name: Arc<str> = route.name.as_str().into();
+        let metrics = self.metrics;
         let m = HttpMatch {
             path: Some(cfg::PathMatch {
                 kind: route.path.kind,
@@ -852,6 +896,7 @@ impl Builder<'_> {
                     retry_backoff: None,
                     grpc: false,
                     llm: Some(compiled.clone()),
+                    metrics: RuleMetrics::new(metrics, &name, &[]),
                 });
                 let cand = http_candidate(&m, order, 0, &shared)?;
                 Ok(vec![(shared, vec![cand])])
