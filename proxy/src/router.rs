@@ -17,6 +17,10 @@ use citoroute_core::WeightedPicker;
 use regex::Regex;
 use std::cmp::Reverse;
 use std::collections::HashMap;
+
+/// The maps a request is looked up in: foldhash instead of SipHash. Their keys come from the
+/// config, so a client can only look up, never fill them, and hash flooding does not apply.
+type LookupMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +35,7 @@ pub enum CompileError {
 #[derive(Debug)]
 pub struct Router {
     pub generation: u64,
-    ports: HashMap<u16, PortTable>,
+    ports: LookupMap<u16, PortTable>,
     /// Ports with TLS-protocol listeners: routed by SNI before any HTTP is read.
     tls_ports: HashMap<u16, Vec<TlsListenerTable>>,
     pub backends: HashMap<String, Arc<BackendSet>>,
@@ -93,7 +97,7 @@ struct ListenerTable {
 
 #[derive(Debug, Default)]
 struct HostIndex {
-    exact: HashMap<String, PathIndex>,
+    exact: LookupMap<String, PathIndex>,
     /// (`.suffix` including the dot, index), longest suffix first.
     wildcard: Vec<(String, PathIndex)>,
     any: Option<PathIndex>,
@@ -101,8 +105,8 @@ struct HostIndex {
 
 #[derive(Debug, Default)]
 struct PathIndex {
-    exact: HashMap<String, Vec<Candidate>>,
-    prefix: HashMap<String, Vec<Candidate>>,
+    exact: LookupMap<String, Vec<Candidate>>,
+    prefix: LookupMap<String, Vec<Candidate>>,
     regex: Vec<(Regex, Candidate)>,
 }
 
@@ -292,7 +296,7 @@ impl Router {
             }
         }
         let tls_ports = compile_tls_ports(&config, &backends)?;
-        let mut ports: HashMap<u16, PortTable> = HashMap::new();
+        let mut ports: LookupMap<u16, PortTable> = LookupMap::default();
         for (_, (port, protocol, host, hosts)) in builder.listeners {
             if protocol == ListenerProtocol::Tls {
                 continue;
@@ -627,8 +631,8 @@ struct HostIndexBuilder {
 
 #[derive(Default)]
 struct PathIndexBuilder {
-    exact: HashMap<String, Vec<Candidate>>,
-    prefix: HashMap<String, Vec<Candidate>>,
+    exact: LookupMap<String, Vec<Candidate>>,
+    prefix: LookupMap<String, Vec<Candidate>>,
     regex: Vec<(Regex, Candidate)>,
 }
 
