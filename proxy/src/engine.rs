@@ -19,6 +19,7 @@ use crate::router::{RequestView, RouteMatch, Router};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
+use citoroute_config::BackendProtocol;
 use citoroute_core::{Admission, CircuitBreaker, TriedSet, hash::hash_bytes};
 use http::{HeaderName, HeaderValue, Method};
 use pingora_core::upstreams::peer::HttpPeer;
@@ -73,7 +74,8 @@ pub struct Ctx {
     deadline: Option<Instant>,
     breaker: Option<(Arc<CircuitBreaker>, Admission)>,
     cors_origin: Option<String>,
-    host: String,
+    /// Whether the request got as far as a valid host (the access log shows it then).
+    host_known: bool,
     status: u16,
     mirrors: crate::mirror::MirrorCopies,
 }
@@ -124,7 +126,35 @@ fn valid_host(h: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
 }
 
+/// The host a request routes on: the target's authority, else the Host header; `""` for an
+/// HTTP/1.0 request without either. `Err` carries the 400 answer's body.
+fn request_host(req: &RequestHeader) -> std::result::Result<&str, &'static str> {
+    let host = req.uri.authority().map(|a| a.as_str()).or_else(|| {
+        req.headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
+    match host {
+        Some(h) if valid_host(h) => Ok(h),
+        Some(_) => Err("invalid Host header\n"),
+        None if req.version == http::Version::HTTP_10 => Ok(""),
+        None => Err("missing Host header\n"),
+    }
+}
+
+/// Answers the request from the proxy itself. Boxed, like the LLM branch below, so that
+/// `request_filter`'s future (allocated and moved into place for every request) stays small:
+/// the answers are rare, the proxied path is not.
 async fn respond(
+    session: &mut Session,
+    status: u16,
+    headers: &[(&str, String)],
+    body: &'static str,
+) -> Result<()> {
+    Box::pin(respond_inner(session, status, headers, body)).await
+}
+
+async fn respond_inner(
     session: &mut Session,
     status: u16,
     headers: &[(&str, String)],
@@ -203,7 +233,7 @@ impl ProxyHttp for Engine {
             deadline: None,
             breaker: None,
             cors_origin: None,
-            host: String::new(),
+            host_known: false,
             status: 0,
             mirrors: crate::mirror::MirrorCopies::default(),
         }
@@ -222,40 +252,24 @@ impl ProxyHttp for Engine {
             respond(session, 431, &[], "request header fields too large\n").await?;
             return Ok(true);
         }
-        let req = session.req_header();
-        let host = req
-            .uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| {
-                req.headers
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_string)
-            });
-        let host = match host {
-            Some(h) if valid_host(&h) => h,
-            Some(_) => {
-                respond(session, 400, &[], "invalid Host header\n").await?;
-                return Ok(true);
-            }
-            None if req.version == http::Version::HTTP_10 => String::new(),
-            None => {
-                respond(session, 400, &[], "missing Host header\n").await?;
+        let host = match request_host(session.req_header()) {
+            Ok(h) => h,
+            Err(body) => {
+                respond(session, 400, &[], body).await?;
                 return Ok(true);
             }
         };
+        ctx.host_known = true;
         let req = session.req_header();
         let view = RequestView {
             port,
-            host: &host,
+            host,
             path: req.uri.path(),
             query: req.uri.query(),
             method: &req.method,
             headers: &req.headers,
         };
         let Some(matched) = router.route(&view) else {
-            ctx.host = host;
             respond(session, 404, &[], "no route\n").await?;
             return Ok(true);
         };
@@ -264,8 +278,9 @@ impl ProxyHttp for Engine {
 
         // LLM routes: the AI gateway answers the request itself (see `crate::llm`).
         if let Some(llm) = rule.llm.clone() {
-            ctx.host = host;
-            ctx.status = crate::llm::serve(&self.metrics, session, &llm).await?;
+            // Boxed: the AI gateway's future is several KB; inline, it would make every
+            // request's `request_filter` future that large.
+            ctx.status = Box::pin(crate::llm::serve(&self.metrics, session, &llm)).await?;
             return Ok(true);
         }
 
@@ -292,7 +307,6 @@ impl ProxyHttp for Engine {
                 } else {
                     Vec::new()
                 };
-                ctx.host = host;
                 respond(session, 204, &headers, "").await?;
                 return Ok(true);
             }
@@ -315,36 +329,34 @@ impl ProxyHttp for Engine {
             let location = redirect_location(
                 redirect,
                 scheme,
-                crate::router::strip_port(&host),
+                crate::router::strip_port(host),
                 port,
                 req.uri.path(),
                 req.uri.query(),
                 ctx.matched.as_ref().and_then(|m| m.prefix.as_deref()),
             );
             let code = redirect.status_code.unwrap_or(302);
-            ctx.host = host;
             respond(session, code, &[("location", location)], "").await?;
             return Ok(true);
         }
 
         let Some(picker) = &rule.picker else {
-            ctx.host = host;
             respond(session, 500, &[], "no backend for this route\n").await?;
             return Ok(true);
         };
         let idx = picker.pick(fastrand::u64(..));
         ctx.backend = Some(idx);
         let Some(set) = rule.backends[idx].set.as_ref() else {
-            ctx.host = host;
             respond(session, 500, &[], "backend reference not resolved\n").await?;
             return Ok(true);
         };
         if set.endpoints.is_empty() {
-            ctx.host = host;
             respond(session, 503, &[], "no healthy upstream\n").await?;
             return Ok(true);
         }
         if !rule.filters.mirrors.is_empty() {
+            // `host` borrows the request head; mirrored routes take a copy of it.
+            let host = host.to_owned();
             let has_body = !session.is_body_empty();
             for m in &rule.filters.mirrors {
                 if (m.fraction >= 1.0 || fastrand::f64() < m.fraction)
@@ -365,7 +377,6 @@ impl ProxyHttp for Engine {
             // Keep the request body so a retry can send it again.
             session.enable_retry_buffering();
         }
-        ctx.host = host;
         Ok(false)
     }
 
@@ -389,7 +400,16 @@ impl ProxyHttp for Engine {
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let Some(set) = ctx.backend_set().cloned() else {
+        // Field borrows, not clones: `ctx.tried` and `ctx.breaker` change below while the rule
+        // and its backend set stay borrowed.
+        let Some(m) = &ctx.matched else {
+            return Error::e_explain(ErrorType::HTTPStatus(500), "no backend chosen");
+        };
+        let Some(set) = ctx
+            .backend
+            .and_then(|i| m.rule.backends.get(i))
+            .and_then(|b| b.set.as_ref())
+        else {
             return Error::e_explain(ErrorType::HTTPStatus(500), "no backend chosen");
         };
         let key = set.hash_on().map(|h| match h {
@@ -428,15 +448,17 @@ impl ProxyHttp for Engine {
         };
         ctx.endpoint = Some(i);
         ctx.attempts += 1;
-        let rule = ctx.matched.as_ref().map(|m| m.rule.clone());
-        let mut timeout = rule.as_ref().and_then(|r| r.backend_timeout);
+        let mut timeout = m.rule.backend_timeout;
         if let Some(deadline) = ctx.deadline {
             let left = deadline
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(1));
             timeout = Some(timeout.map_or(left, |t| t.min(left)));
         }
-        Ok(set.peer(i, session.is_upgrade_req(), timeout))
+        // The Upgrade header is only looked at where it changes the peer (h2 backends).
+        let upgrade = matches!(set.protocol, BackendProtocol::H2 | BackendProtocol::H2c)
+            && session.is_upgrade_req();
+        Ok(set.peer(i, upgrade, timeout))
     }
 
     async fn upstream_response_filter(
@@ -453,12 +475,13 @@ impl ProxyHttp for Engine {
         // Rule `retry.codes`: before anything reaches the client, turn a retriable status into
         // a retriable error, so Pingora calls `upstream_peer` again (another endpoint first).
         let code = upstream.status.as_u16();
-        let Some(rule) = ctx.matched.as_ref().map(|m| m.rule.clone()) else {
+        let Some(m) = &ctx.matched else {
             return Ok(());
         };
-        if !rule.retry_codes.contains(&code) || ctx.attempts > rule.retry_attempts {
+        if !m.rule.retry_codes.contains(&code) || ctx.attempts > m.rule.retry_attempts {
             return Ok(());
         }
+        let rule = m.rule.clone();
         ctx.record_outcome(!matches!(code, 502..=504));
         if let Some(set) = ctx.backend_set()
             && ctx.tried.len() >= set.endpoints.len()
@@ -555,7 +578,7 @@ impl ProxyHttp for Engine {
             ctx.record_outcome(!failed);
         }
         let Some(m) = &ctx.matched else { return Ok(()) };
-        let rule = m.rule.clone();
+        let rule = &m.rule;
         if let Some(mods) = &rule.filters.response_headers {
             mods.apply(&mut PingoraHeaders(&mut *resp));
         }
@@ -614,25 +637,31 @@ impl ProxyHttp for Engine {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(ctx.status);
-        let (route, backend) = match &ctx.matched {
-            Some(m) => (
-                m.rule.route.as_ref(),
-                ctx.backend
-                    .and_then(|i| m.rule.backends.get(i))
-                    .map(|b| b.name.as_ref())
-                    .unwrap_or(""),
-            ),
-            None => ("", ""),
-        };
         let elapsed = ctx.start.elapsed();
-        self.metrics
-            .observe_request(route, backend, status, elapsed);
+        match &ctx.matched {
+            Some(m) => m.rule.request_metrics(ctx.backend).observe(status, elapsed),
+            None => self.metrics.unmatched().observe(status, elapsed),
+        }
         if ctx
             .router
             .as_ref()
             .is_some_and(|r| r.config.runtime.access_log)
         {
+            let (route, backend) = match &ctx.matched {
+                Some(m) => (
+                    m.rule.route.as_ref(),
+                    ctx.backend
+                        .and_then(|i| m.rule.backends.get(i))
+                        .map(|b| b.name.as_ref())
+                        .unwrap_or(""),
+                ),
+                None => ("", ""),
+            };
             let req = session.req_header();
+            let host = match ctx.host_known {
+                true => request_host(req).unwrap_or(""),
+                false => "",
+            };
             let endpoint = ctx
                 .backend_set()
                 .zip(ctx.endpoint)
@@ -642,7 +671,7 @@ impl ProxyHttp for Engine {
                 target: "access",
                 client = %session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
                 method = %req.method,
-                host = %ctx.host,
+                host = %host,
                 path = %req.uri.path(),
                 status,
                 route,

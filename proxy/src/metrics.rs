@@ -1,9 +1,10 @@
 //! Prometheus metrics, all prefixed `citoroute_`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub struct Metrics {
@@ -27,6 +28,8 @@ pub struct Metrics {
     pub tls_connections: IntCounterVec,
     pub tls_bytes: IntCounterVec,
     pub tls_active: IntGaugeVec,
+    /// Requests that matched no route (route and backend labels empty).
+    unmatched: RequestMetrics,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -159,8 +162,10 @@ impl Metrics {
         ] {
             must(registry.register(c));
         }
+        let unmatched = RequestMetrics::with_vecs(&requests, &duration, "", "");
         Metrics {
             registry,
+            unmatched,
             requests,
             duration,
             upstream_errors,
@@ -179,6 +184,8 @@ impl Metrics {
         }
     }
 
+    /// Counts a request by route, backend and status (labelled lookups; the request path uses
+    /// the [`RequestMetrics`] handles its router resolved instead).
     pub fn observe_request(&self, route: &str, backend: &str, status: u16, elapsed: Duration) {
         let code = status.to_string();
         self.requests
@@ -187,6 +194,11 @@ impl Metrics {
         self.duration
             .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// The handles for requests that matched no route.
+    pub fn unmatched(&self) -> &RequestMetrics {
+        &self.unmatched
     }
 
     pub fn render(&self) -> Vec<u8> {
@@ -199,5 +211,71 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+/// Status codes whose request counter a [`RequestMetrics`] keeps a handle for; others take the
+/// labelled lookup.
+const COMMON_CODES: [u16; 16] = [
+    200, 201, 204, 206, 301, 302, 304, 400, 401, 403, 404, 429, 500, 502, 503, 504,
+];
+
+/// The request metrics of one (route, backend) pair, resolved when the router is compiled so
+/// that a request neither hashes label values nor formats its status code. Every series is
+/// still created on first use, so `/metrics` shows exactly what the labelled lookups showed.
+pub struct RequestMetrics {
+    route: Arc<str>,
+    backend: Arc<str>,
+    requests: IntCounterVec,
+    duration_vec: HistogramVec,
+    duration: OnceLock<Histogram>,
+    by_code: [OnceLock<IntCounter>; COMMON_CODES.len()],
+}
+
+impl std::fmt::Debug for RequestMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestMetrics")
+            .field("route", &self.route)
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RequestMetrics {
+    pub fn new(metrics: &Metrics, route: &str, backend: &str) -> RequestMetrics {
+        RequestMetrics::with_vecs(&metrics.requests, &metrics.duration, route, backend)
+    }
+
+    fn with_vecs(
+        requests: &IntCounterVec,
+        duration: &HistogramVec,
+        route: &str,
+        backend: &str,
+    ) -> RequestMetrics {
+        RequestMetrics {
+            route: route.into(),
+            backend: backend.into(),
+            requests: requests.clone(),
+            duration_vec: duration.clone(),
+            duration: OnceLock::new(),
+            by_code: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// Counts one finished request; the same series as [`Metrics::observe_request`].
+    pub fn observe(&self, status: u16, elapsed: Duration) {
+        match COMMON_CODES.iter().position(|&c| c == status) {
+            Some(i) => self.by_code[i].get_or_init(|| self.counter(status)).inc(),
+            None => self.counter(status).inc(),
+        }
+        self.duration
+            .get_or_init(|| self.duration_vec.with_label_values(&[&*self.route]))
+            .observe(elapsed.as_secs_f64());
+    }
+
+    fn counter(&self, status: u16) -> IntCounter {
+        let code = status.to_string();
+        self.requests
+            .with_label_values(&[&*self.route, &*self.backend, code.as_str()])
     }
 }

@@ -124,7 +124,8 @@ impl Reloader {
         let breakers = BreakerRegistry::default();
         let certs = CertTable::load(&cfg).map_err(|e| e.to_string())?;
         let client_auth = ClientAuthTable::load(&cfg)?;
-        let router = Router::compile(cfg.clone(), 1, &breakers).map_err(|e| e.to_string())?;
+        let router =
+            Router::compile(cfg.clone(), 1, &breakers, &metrics).map_err(|e| e.to_string())?;
         metrics.config_generation.set(1);
         Ok(Reloader {
             router: Arc::new(ArcSwap::from_pointee(router)),
@@ -172,8 +173,8 @@ impl Reloader {
         let certs = CertTable::load(&cfg).map_err(|e| e.to_string())?;
         let client_auth = ClientAuthTable::load(&cfg)?;
         let generation = self.generation.load(Ordering::Relaxed) + 1;
-        let router =
-            Router::compile(cfg.clone(), generation, &self.breakers).map_err(|e| e.to_string())?;
+        let router = Router::compile(cfg.clone(), generation, &self.breakers, &self.metrics)
+            .map_err(|e| e.to_string())?;
         let wanted = sockets(&cfg);
         let pending = wanted != self.bound;
         if pending {

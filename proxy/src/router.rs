@@ -8,6 +8,7 @@
 
 use crate::backend::{BackendSet, BreakerRegistry};
 use crate::filters::{CompiledFilters, compile_filters};
+use crate::metrics::{Metrics, RequestMetrics};
 use citoroute_config::{
     self as cfg, GrpcRoute, HttpMatch, HttpRoute, ListenerProtocol, PathMatchType, ProxyConfig,
     ValueMatchType, hostname,
@@ -16,6 +17,10 @@ use citoroute_core::WeightedPicker;
 use regex::Regex;
 use std::cmp::Reverse;
 use std::collections::HashMap;
+
+/// The maps a request is looked up in: foldhash instead of SipHash. Their keys come from the
+/// config, so a client can only look up, never fill them, and hash flooding does not apply.
+type LookupMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +35,7 @@ pub enum CompileError {
 #[derive(Debug)]
 pub struct Router {
     pub generation: u64,
-    ports: HashMap<u16, PortTable>,
+    ports: LookupMap<u16, PortTable>,
     /// Ports with TLS-protocol listeners: routed by SNI before any HTTP is read.
     tls_ports: HashMap<u16, Vec<TlsListenerTable>>,
     pub backends: HashMap<String, Arc<BackendSet>>,
@@ -92,7 +97,7 @@ struct ListenerTable {
 
 #[derive(Debug, Default)]
 struct HostIndex {
-    exact: HashMap<String, PathIndex>,
+    exact: LookupMap<String, PathIndex>,
     /// (`.suffix` including the dot, index), longest suffix first.
     wildcard: Vec<(String, PathIndex)>,
     any: Option<PathIndex>,
@@ -100,8 +105,8 @@ struct HostIndex {
 
 #[derive(Debug, Default)]
 struct PathIndex {
-    exact: HashMap<String, Vec<Candidate>>,
-    prefix: HashMap<String, Vec<Candidate>>,
+    exact: LookupMap<String, Vec<Candidate>>,
+    prefix: LookupMap<String, Vec<Candidate>>,
     regex: Vec<(Regex, Candidate)>,
 }
 
@@ -184,6 +189,38 @@ pub struct Rule {
     pub grpc: bool,
     /// Set for LLM routes: the request is served by [`crate::llm::serve`].
     pub llm: Option<Arc<crate::llm::LlmRoute>>,
+    /// The rule's request metrics, resolved at compile time.
+    pub metrics: RuleMetrics,
+}
+
+/// A rule's request metrics handles: one per backend (in `backends` order) and one for
+/// requests answered before a backend was chosen (redirects, CORS preflights, LLM routes).
+#[derive(Debug)]
+pub struct RuleMetrics {
+    no_backend: RequestMetrics,
+    backends: Box<[RequestMetrics]>,
+}
+
+impl RuleMetrics {
+    fn new(metrics: &Metrics, route: &str, backends: &[RuleBackend]) -> RuleMetrics {
+        RuleMetrics {
+            no_backend: RequestMetrics::new(metrics, route, ""),
+            backends: backends
+                .iter()
+                .map(|b| RequestMetrics::new(metrics, route, &b.name))
+                .collect(),
+        }
+    }
+}
+
+impl Rule {
+    /// The metrics handles for a request of this rule sent to backend `backend` (an index into
+    /// `backends`), or answered without one.
+    pub fn request_metrics(&self, backend: Option<usize>) -> &RequestMetrics {
+        backend
+            .and_then(|i| self.metrics.backends.get(i))
+            .unwrap_or(&self.metrics.no_backend)
+    }
 }
 
 /// One weighted backend of a rule; `set` is None when the reference was unresolved.
@@ -212,11 +249,13 @@ pub struct RequestView<'a> {
 }
 
 impl Router {
-    /// Compiles a validated config. `breakers` keeps endpoint breaker state across reloads.
+    /// Compiles a validated config. `breakers` keeps endpoint breaker state across reloads;
+    /// each rule resolves its request metrics handles in `metrics`.
     pub fn compile(
         config: Arc<ProxyConfig>,
         generation: u64,
         breakers: &BreakerRegistry,
+        metrics: &Metrics,
     ) -> Result<Router, CompileError> {
         let mut backends = HashMap::new();
         for (name, b) in &config.backends {
@@ -228,6 +267,7 @@ impl Router {
         let mut builder = Builder {
             listeners: HashMap::new(),
             backends: &backends,
+            metrics,
         };
         for l in &config.listeners {
             builder.listeners.insert(
@@ -256,7 +296,7 @@ impl Router {
             }
         }
         let tls_ports = compile_tls_ports(&config, &backends)?;
-        let mut ports: HashMap<u16, PortTable> = HashMap::new();
+        let mut ports: LookupMap<u16, PortTable> = LookupMap::default();
         for (_, (port, protocol, host, hosts)) in builder.listeners {
             if protocol == ListenerProtocol::Tls {
                 continue;
@@ -581,6 +621,7 @@ impl Candidate {
 struct Builder<'a> {
     listeners: HashMap<String, (u16, ListenerProtocol, Option<String>, HostIndexBuilder)>,
     backends: &'a HashMap<String, Arc<BackendSet>>,
+    metrics: &'a Metrics,
 }
 
 #[derive(Default)]
@@ -590,8 +631,8 @@ struct HostIndexBuilder {
 
 #[derive(Default)]
 struct PathIndexBuilder {
-    exact: HashMap<String, Vec<Candidate>>,
-    prefix: HashMap<String, Vec<Candidate>>,
+    exact: LookupMap<String, Vec<Candidate>>,
+    prefix: LookupMap<String, Vec<Candidate>>,
     regex: Vec<(Regex, Candidate)>,
 }
 
@@ -729,6 +770,7 @@ impl Builder<'_> {
     fn add_http_route(&mut self, order: usize, route: &HttpRoute) -> Result<(), CompileError> {
         let name: Arc<str> = route.name.as_str().into();
         let backends_map = self.backends;
+        let metrics = self.metrics;
         self.attach(
             &route.name,
             &route.listeners,
@@ -737,6 +779,7 @@ impl Builder<'_> {
                 let mut out = Vec::new();
                 for (r, rule) in route.rules.iter().enumerate() {
                     let (backends, picker) = rule_backends(backends_map, &rule.backends)?;
+                    let rule_metrics = RuleMetrics::new(metrics, &name, &backends);
                     let t = rule.timeouts.unwrap_or_default();
                     let retry = rule.retry.clone().unwrap_or_default();
                     let shared = Arc::new(Rule {
@@ -753,6 +796,7 @@ impl Builder<'_> {
                         retry_backoff: retry.backoff.map(|d| d.0),
                         grpc: false,
                         llm: None,
+                        metrics: rule_metrics,
                     });
                     let default_match = [HttpMatch::default()];
                     let matches = if rule.matches.is_empty() {
@@ -774,6 +818,7 @@ impl Builder<'_> {
     fn add_grpc_route(&mut self, order: usize, route: &GrpcRoute) -> Result<(), CompileError> {
         let name: Arc<str> = route.name.as_str().into();
         let backends_map = self.backends;
+        let metrics = self.metrics;
         self.attach(
             &route.name,
             &route.listeners,
@@ -782,6 +827,7 @@ impl Builder<'_> {
                 let mut out = Vec::new();
                 for (r, rule) in route.rules.iter().enumerate() {
                     let (backends, picker) = rule_backends(backends_map, &rule.backends)?;
+                    let rule_metrics = RuleMetrics::new(metrics, &name, &backends);
                     let shared = Arc::new(Rule {
                         route: name.clone(),
                         rule_name: rule.name.as_deref().map(Into::into),
@@ -796,6 +842,7 @@ impl Builder<'_> {
                         retry_backoff: None,
                         grpc: true,
                         llm: None,
+                        metrics: rule_metrics,
                     });
                     let default_match = [cfg::GrpcMatch::default()];
                     let matches = if rule.matches.is_empty() {
@@ -825,6 +872,7 @@ impl Builder<'_> {
         compiled: &Arc<crate::llm::LlmRoute>,
     ) -> Result<(), CompileError> {
         let name: Arc<str> = route.name.as_str().into();
+        let metrics = self.metrics;
         let m = HttpMatch {
             path: Some(cfg::PathMatch {
                 kind: route.path.kind,
@@ -852,6 +900,7 @@ impl Builder<'_> {
                     retry_backoff: None,
                     grpc: false,
                     llm: Some(compiled.clone()),
+                    metrics: RuleMetrics::new(metrics, &name, &[]),
                 });
                 let cand = http_candidate(&m, order, 0, &shared)?;
                 Ok(vec![(shared, vec![cand])])

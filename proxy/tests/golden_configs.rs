@@ -6,6 +6,7 @@
 use citoroute_config::ProxyConfig;
 use citoroute_proxy::backend::BreakerRegistry;
 use citoroute_proxy::client_auth::ClientAuthTable;
+use citoroute_proxy::metrics::Metrics;
 use citoroute_proxy::router::Router;
 use std::path::Path;
 use std::sync::Arc;
@@ -93,7 +94,7 @@ fn controller_golden_configs_compile() {
             if let Err(e) = ClientAuthTable::load(&cfg) {
                 panic!("{}: {e}", path.display());
             }
-            if let Err(e) = Router::compile(Arc::new(cfg), 1, &breakers) {
+            if let Err(e) = Router::compile(Arc::new(cfg), 1, &breakers, &Metrics::new()) {
                 panic!("{}: {e}", path.display());
             }
             seen += 1;
