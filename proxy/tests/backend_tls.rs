@@ -24,22 +24,7 @@ use tokio::net::TcpListener;
 /// Starts a TLS server with `leaf` answering every request with JSON
 /// `{sni, alpn, version, path}`: what the proxy's connection looked like.
 async fn tls_backend(leaf: &Leaf) -> SocketAddr {
-    let pem = std::fs::read(&leaf.cert_file).unwrap();
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key_pem = std::fs::read(&leaf.key_file).unwrap();
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .unwrap()
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let cfg = leaf.server_config(&[b"h2", b"http/1.1"]);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

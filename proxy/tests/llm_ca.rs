@@ -17,20 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Terminates TLS with `leaf` and pipes each connection to the plain fake at `to`.
 async fn tls_front(leaf: &Leaf, to: SocketAddr) -> SocketAddr {
-    let certs = rustls_pemfile::certs(&mut std::fs::read(&leaf.cert_file).unwrap().as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = rustls_pemfile::private_key(&mut std::fs::read(&leaf.key_file).unwrap().as_slice())
-        .unwrap()
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(leaf.server_config(&[])));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {

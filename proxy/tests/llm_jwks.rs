@@ -106,20 +106,7 @@ struct JwksServer {
 
 /// A TLS acceptor presenting `leaf`.
 fn tls_acceptor(leaf: &Leaf) -> tokio_rustls::TlsAcceptor {
-    let certs = rustls_pemfile::certs(&mut std::fs::read(&leaf.cert_file).unwrap().as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = rustls_pemfile::private_key(&mut std::fs::read(&leaf.key_file).unwrap().as_slice())
-        .unwrap()
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+    tokio_rustls::TlsAcceptor::from(Arc::new(leaf.server_config(&[])))
 }
 
 impl JwksServer {

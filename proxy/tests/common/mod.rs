@@ -660,6 +660,28 @@ pub struct Leaf {
     pub der: rustls::pki_types::CertificateDer<'static>,
 }
 
+impl Leaf {
+    /// A TLS server presenting this leaf and offering `alpn` (for test servers).
+    pub fn server_config(&self, alpn: &[&[u8]]) -> rustls::ServerConfig {
+        let certs = rustls_pemfile::certs(&mut std::fs::read(&self.cert_file).unwrap().as_slice())
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key =
+            rustls_pemfile::private_key(&mut std::fs::read(&self.key_file).unwrap().as_slice())
+                .unwrap()
+                .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        cfg
+    }
+}
+
 impl Pki {
     pub fn new() -> Pki {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
