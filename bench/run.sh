@@ -5,6 +5,7 @@
 #   DURATION=10 REPEATS=3 bench/run.sh
 #   SKIP_BUILD=1 bench/run.sh    reuse the release binary already built
 #   PERF=1 bench/run.sh          also record a perf profile of citoroute-proxy at max load
+#   SKIP_BUILD=1 PROXY_BIN=/path/to/citoroute-proxy bench/run.sh   measure another build
 #
 # What runs where (on a 2-core machine):
 #   core LOADGEN_CPU (0): the origin nginx (1 worker) and the load generator (wrk / h2load)
@@ -69,7 +70,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
 fi
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
   sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-PROXY_BIN="${TARGET_DIR:-$ROOT/target}/release/citoroute-proxy"
+PROXY_BIN=${PROXY_BIN:-"${TARGET_DIR:-$ROOT/target}/release/citoroute-proxy"}
 [ -x "$PROXY_BIN" ] || die "no release binary at $PROXY_BIN (run without SKIP_BUILD=1)"
 
 # ---------------------------------------------------------------- pinning, temp dir, ports
