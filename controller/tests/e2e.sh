@@ -31,7 +31,7 @@ fail() {
 }
 cleanup() {
   local p
-  for p in "$CTRL_PID" "$LE1"; do
+  for p in "$CTRL_PID" "$LE1" "${FAKE_PID:-}"; do
     if [ -n "$p" ]; then
       kill "$p" 2>/dev/null || true
       wait "$p" 2>/dev/null || true
@@ -111,6 +111,8 @@ fi
 
 kc delete namespace "$NS" --ignore-not-found --wait=true >/dev/null
 kc delete gatewayclass citoroute --ignore-not-found >/dev/null
+# Our CRDs (LLMBackend, LLMRoute, ...), as the chart installs them.
+kc apply --server-side --force-conflicts -f "$ROOT/charts/citoroute/crds/" >/dev/null
 start_controller
 
 cat >"$WORK/objects.yaml" <<YAML
@@ -314,6 +316,43 @@ gzip -dc "$WORK/joined.gz" | grep -q 'split.example' || fail "the parts do not j
 [ -z "$(jp configmap gw-citoroute '{.binaryData}')" ] || fail "the main ConfigMap still holds a whole config"
 jp role gw-citoroute '{.rules[*].resourceNames[*]}' | grep -q "gw-citoroute-part-$((PARTS - 1))" || fail "the Role does not name the parts"
 log "ok: config in $PARTS parts that join, Role names them"
+
+# The AI gateway: an LLMRoute to an LLMBackend (a fake OpenAI server on the node, which pods
+# reach on the bridge address), called through the gateway with the official OpenAI SDK; the
+# key comes from the backend's Secret, the model from the LLMBackend.
+if [ "$WITH_PROXY" = 1 ] && python3 -c "import openai" 2>/dev/null; then
+  NODE_IP=10.244.0.1
+  FAKE_PORT=18931
+  python3 "$ROOT/controller/tests/llm_e2e.py" serve "$NODE_IP" "$FAKE_PORT" "$WORK/llm.log" &
+  FAKE_PID=$!
+  kc apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Secret
+metadata: {name: openai-key, namespace: $NS}
+stringData: {apiKey: sk-e2e}
+---
+apiVersion: citoroute.io/v1alpha1
+kind: LLMBackend
+metadata: {name: fake-openai, namespace: $NS}
+spec:
+  provider: openai
+  model: gpt-e2e
+  endpoint: http://$NODE_IP:$FAKE_PORT
+  credentialsRef: {name: openai-key}
+---
+apiVersion: citoroute.io/v1alpha1
+kind: LLMRoute
+metadata: {name: chat, namespace: $NS}
+spec:
+  parentRefs: [{name: gw, sectionName: http}]
+  backendRefs: [{name: fake-openai}]
+YAML
+  wait_for 30 "LLMRoute Accepted" cond_is llmroute chat '.status.conditions' Accepted True
+  wait_for 30 "the OpenAI SDK through the gateway, streaming and not, key and model from the LLMBackend" \
+    python3 "$ROOT/controller/tests/llm_e2e.py" client "http://$CLUSTER_IP" "$WORK/llm.log"
+  kill "$FAKE_PID" 2>/dev/null || true
+  wait "$FAKE_PID" 2>/dev/null || true
+fi
 log "errors: $(wget -q -O - "http://$METRICS/metrics" | grep '^citoroute_controller_errors_total' | tr '\n' ' ')"
 
 # Leader election: two replicas, one reconciles; when it stops, the other takes over.
