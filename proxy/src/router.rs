@@ -768,99 +768,121 @@ impl Builder<'_> {
     }
 
     fn add_http_route(&mut self, order: usize, route: &HttpRoute) -> Result<(), CompileError> {
-        let name: Arc<str> = route.name.as_str().into();
-        let backends_map = self.backends;
-        let metrics = self.metrics;
-        self.attach(
-            &route.name,
-            &route.listeners,
-            &route.hostnames,
-            |listener| {
-                let mut out = Vec::new();
-                for (r, rule) in route.rules.iter().enumerate() {
-                    let (backends, picker) = rule_backends(backends_map, &rule.backends)?;
-                    let rule_metrics = RuleMetrics::new(metrics, &name, &backends);
-                    let t = rule.timeouts.unwrap_or_default();
-                    let retry = rule.retry.clone().unwrap_or_default();
-                    let shared = Arc::new(Rule {
-                        route: name.clone(),
-                        rule_name: rule.name.as_deref().map(Into::into),
-                        listener: listener.into(),
-                        filters: compile_filters(&rule.filters, backends_map)?,
-                        backends,
-                        picker,
-                        request_timeout: t.request.map(|d| d.0).filter(|d| !d.is_zero()),
-                        backend_timeout: t.backend_request.map(|d| d.0).filter(|d| !d.is_zero()),
-                        retry_attempts: retry.attempts,
-                        retry_codes: retry.codes,
-                        retry_backoff: retry.backoff.map(|d| d.0),
-                        grpc: false,
-                        llm: None,
-                        metrics: rule_metrics,
-                    });
-                    let default_match = [HttpMatch::default()];
-                    let matches = if rule.matches.is_empty() {
-                        &default_match[..]
-                    } else {
-                        &rule.matches
-                    };
-                    let mut cands = Vec::new();
-                    for m in matches {
-                        cands.push(http_candidate(m, order, r, &shared)?);
-                    }
-                    out.push((shared, cands));
+        let rules: Vec<RuleParts<'_, HttpMatch>> = route
+            .rules
+            .iter()
+            .map(|rule| {
+                let t = rule.timeouts.unwrap_or_default();
+                let retry = rule.retry.clone().unwrap_or_default();
+                RuleParts {
+                    name: rule.name.as_deref(),
+                    filters: &rule.filters,
+                    backends: &rule.backends,
+                    matches: &rule.matches,
+                    request_timeout: t.request.map(|d| d.0).filter(|d| !d.is_zero()),
+                    backend_timeout: t.backend_request.map(|d| d.0).filter(|d| !d.is_zero()),
+                    retry,
+                    grpc: false,
                 }
-                Ok(out)
-            },
-        )
+            })
+            .collect();
+        let of = (
+            route.name.as_str(),
+            &route.listeners[..],
+            &route.hostnames[..],
+        );
+        self.add_rules(order, of, &rules, http_candidate)
     }
 
     fn add_grpc_route(&mut self, order: usize, route: &GrpcRoute) -> Result<(), CompileError> {
-        let name: Arc<str> = route.name.as_str().into();
+        let rules: Vec<RuleParts<'_, cfg::GrpcMatch>> = route
+            .rules
+            .iter()
+            .map(|rule| RuleParts {
+                name: rule.name.as_deref(),
+                filters: &rule.filters,
+                backends: &rule.backends,
+                matches: &rule.matches,
+                request_timeout: None,
+                backend_timeout: None,
+                retry: cfg::Retry::default(),
+                grpc: true,
+            })
+            .collect();
+        let of = (
+            route.name.as_str(),
+            &route.listeners[..],
+            &route.hostnames[..],
+        );
+        self.add_rules(order, of, &rules, grpc_candidate)
+    }
+
+    /// Compiles the rules of an HTTP or gRPC route (`of`: its name, listeners and hostnames)
+    /// into every listener it attaches to; a rule without matches matches everything.
+    fn add_rules<M: Default>(
+        &mut self,
+        order: usize,
+        of: (&str, &[String], &[String]),
+        rules: &[RuleParts<'_, M>],
+        candidate: Candidates<M>,
+    ) -> Result<(), CompileError> {
+        let (route_name, listeners, hostnames) = of;
+        let name: Arc<str> = route_name.into();
         let backends_map = self.backends;
         let metrics = self.metrics;
-        self.attach(
-            &route.name,
-            &route.listeners,
-            &route.hostnames,
-            |listener| {
-                let mut out = Vec::new();
-                for (r, rule) in route.rules.iter().enumerate() {
-                    let (backends, picker) = rule_backends(backends_map, &rule.backends)?;
-                    let rule_metrics = RuleMetrics::new(metrics, &name, &backends);
-                    let shared = Arc::new(Rule {
-                        route: name.clone(),
-                        rule_name: rule.name.as_deref().map(Into::into),
-                        listener: listener.into(),
-                        filters: compile_filters(&rule.filters, backends_map)?,
-                        backends,
-                        picker,
-                        request_timeout: None,
-                        backend_timeout: None,
-                        retry_attempts: 0,
-                        retry_codes: Vec::new(),
-                        retry_backoff: None,
-                        grpc: true,
-                        llm: None,
-                        metrics: rule_metrics,
-                    });
-                    let default_match = [cfg::GrpcMatch::default()];
-                    let matches = if rule.matches.is_empty() {
-                        &default_match[..]
-                    } else {
-                        &rule.matches
-                    };
-                    let mut cands = Vec::new();
-                    for m in matches {
-                        cands.push(grpc_candidate(m, order, r, &shared)?);
-                    }
-                    out.push((shared, cands));
+        self.attach(route_name, listeners, hostnames, |listener| {
+            let mut out = Vec::new();
+            for (r, rule) in rules.iter().enumerate() {
+                let (backends, picker) = rule_backends(backends_map, rule.backends)?;
+                let rule_metrics = RuleMetrics::new(metrics, &name, &backends);
+                let shared = Arc::new(Rule {
+                    route: name.clone(),
+                    rule_name: rule.name.map(Into::into),
+                    listener: listener.into(),
+                    filters: compile_filters(rule.filters, backends_map)?,
+                    backends,
+                    picker,
+                    request_timeout: rule.request_timeout,
+                    backend_timeout: rule.backend_timeout,
+                    retry_attempts: rule.retry.attempts,
+                    retry_codes: rule.retry.codes.clone(),
+                    retry_backoff: rule.retry.backoff.map(|d| d.0),
+                    grpc: rule.grpc,
+                    llm: None,
+                    metrics: rule_metrics,
+                });
+                let default_match = [M::default()];
+                let matches = if rule.matches.is_empty() {
+                    &default_match[..]
+                } else {
+                    rule.matches
+                };
+                let mut cands = Vec::new();
+                for m in matches {
+                    cands.push(candidate(m, order, r, &shared)?);
                 }
-                Ok(out)
-            },
-        )
+                out.push((shared, cands));
+            }
+            Ok(out)
+        })
     }
 }
+
+/// What the router takes from one HTTP or gRPC rule.
+struct RuleParts<'r, M> {
+    name: Option<&'r str>,
+    filters: &'r [cfg::HttpFilter],
+    backends: &'r [cfg::BackendRef],
+    matches: &'r [M],
+    request_timeout: Option<std::time::Duration>,
+    backend_timeout: Option<std::time::Duration>,
+    retry: cfg::Retry,
+    grpc: bool,
+}
+
+/// Turns one match of a rule into its index entry: `(match, route order, rule index, rule)`.
+type Candidates<M> =
+    fn(&M, usize, usize, &Arc<Rule>) -> Result<(PathKind, Candidate), CompileError>;
 
 impl Builder<'_> {
     /// An LLM route is one rule matching `POST` on its path; its requests never reach the
