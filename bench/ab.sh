@@ -79,32 +79,7 @@ for b in "${BINS[@]}"; do
   NAMES+=("$name")
   read -r port admin < <(free_ports 2)
   mkdir -p "$TMP/$name"
-  cat >"$TMP/$name/config.toml" <<EOF
-version = 1
-
-[runtime]
-admin_address = "127.0.0.1:$admin"
-worker_threads = 1
-access_log = false
-grace_period = "0s"
-shutdown_timeout = "1s"
-
-[[listeners]]
-name = "http"
-address = "127.0.0.1"
-port = $port
-protocol = "HTTP"
-
-[backends.origin]
-endpoints = ["127.0.0.1:$PORT_ORIGIN"]
-
-[[http_routes]]
-name = "bench"
-listeners = ["http"]
-
-[[http_routes.rules]]
-backends = [{ backend = "origin" }]
-EOF
+  proxy_config "$admin" "$port" "$PORT_ORIGIN" >"$TMP/$name/config.toml"
   TMPDIR="$TMP/$name" RUST_LOG=warn "${PIN_PROXY[@]}" "$b" --config "$TMP/$name/config.toml" \
     >"$TMP/$name/out.log" 2>&1 &
   PROC[$name]=$!; PIDS+=("$!"); boost "$!"

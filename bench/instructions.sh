@@ -52,32 +52,7 @@ http {
   server { listen 127.0.0.1:$po; default_type text/plain; location / { return 200 "ok\n"; } }
 }
 EOF
-  cat >"$d/config.toml" <<EOF
-version = 1
-
-[runtime]
-admin_address = "127.0.0.1:$pa"
-worker_threads = 1
-access_log = false
-grace_period = "0s"
-shutdown_timeout = "1s"
-
-[[listeners]]
-name = "http"
-address = "127.0.0.1"
-port = $pc
-protocol = "HTTP"
-
-[backends.origin]
-endpoints = ["127.0.0.1:$po"]
-
-[[http_routes]]
-name = "bench"
-listeners = ["http"]
-
-[[http_routes.rules]]
-backends = [{ backend = "origin" }]
-EOF
+  proxy_config "$pa" "$pc" "$po" >"$d/config.toml"
   nginx -p "$d/origin" -c "$d/origin/nginx.conf" >"$d/origin/out.log" 2>&1 &
   origin=$!; PIDS+=("$origin")
   # TMPDIR stays /tmp: callgrind_control finds the process through files there.

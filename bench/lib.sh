@@ -82,3 +82,34 @@ for _ in range(int(sys.argv[1])):
 print(*[s.getsockname()[1] for s in socks])
 PY
 }
+
+# proxy_config ADMIN_PORT LISTEN_PORT ORIGIN_PORT: the benchmark's citoroute config on stdout
+# (one worker, no access log, one route to the origin on loopback).
+proxy_config() {
+  cat <<EOF
+version = 1
+
+[runtime]
+admin_address = "127.0.0.1:$1"
+worker_threads = 1
+access_log = false
+grace_period = "0s"
+shutdown_timeout = "1s"
+
+[[listeners]]
+name = "http"
+address = "127.0.0.1"
+port = $2
+protocol = "HTTP"
+
+[backends.origin]
+endpoints = ["127.0.0.1:$3"]
+
+[[http_routes]]
+name = "bench"
+listeners = ["http"]
+
+[[http_routes.rules]]
+backends = [{ backend = "origin" }]
+EOF
+}

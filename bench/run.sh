@@ -140,32 +140,7 @@ EOF
 EOF
 } >"$TMP/nginx/nginx.conf"
 
-cat >"$TMP/cito/config.toml" <<EOF
-version = 1
-
-[runtime]
-admin_address = "127.0.0.1:$PORT_ADMIN"
-worker_threads = 1
-access_log = false
-grace_period = "0s"
-shutdown_timeout = "1s"
-
-[[listeners]]
-name = "http"
-address = "127.0.0.1"
-port = $PORT_CITO
-protocol = "HTTP"
-
-[backends.origin]
-endpoints = ["127.0.0.1:$PORT_ORIGIN"]
-
-[[http_routes]]
-name = "bench"
-listeners = ["http"]
-
-[[http_routes.rules]]
-backends = [{ backend = "origin" }]
-EOF
+proxy_config "$PORT_ADMIN" "$PORT_CITO" "$PORT_ORIGIN" >"$TMP/cito/config.toml"
 "$PROXY_BIN" check "$TMP/cito/config.toml" >/dev/null
 
 # ---------------------------------------------------------------- start
