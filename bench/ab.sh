@@ -34,30 +34,12 @@ bench_tmp citoroute-ab
 read -r PORT_ORIGIN PORT_NGINX < <(free_ports 2)
 
 mkdir -p "$TMP/origin" "$TMP/nginx"
-common() {
-  cat <<EOF
-user root;
-worker_processes 1;
-daemon off;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $1/body;
-  proxy_temp_path $1/proxy;
-  fastcgi_temp_path $1/fastcgi;
-  uwsgi_temp_path $1/uwsgi;
-  scgi_temp_path $1/scgi;
-EOF
-}
-{ common "$TMP/origin"; cat <<EOF
+{ nginx_head "$TMP/origin"; cat <<EOF
   server { listen 127.0.0.1:$PORT_ORIGIN; default_type text/plain; location / { return 200 "ok\n"; } }
 }
 EOF
 } >"$TMP/origin/nginx.conf"
-{ common "$TMP/nginx"; cat <<EOF
+{ nginx_head "$TMP/nginx"; cat <<EOF
   upstream origin { server 127.0.0.1:$PORT_ORIGIN; keepalive 64; keepalive_requests 1000000; }
   server { listen 127.0.0.1:$PORT_NGINX;
     location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; } }

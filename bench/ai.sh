@@ -112,21 +112,7 @@ EOF
 # ---------------------------------------------------------------- fake provider (nginx)
 # A non-streaming chat.completion in the documented OpenAI shape, whatever was asked.
 ANSWER='{"id":"chatcmpl-bench0001","object":"chat.completion","created":1763900000,"model":"'$MODEL'","system_fingerprint":"fp_bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there, how are you?","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":24,"completion_tokens":7,"total_tokens":31}}'
-cat >"$TMP/fake/nginx.conf" <<EOF
-user root;
-worker_processes 1;
-daemon off;
-pid $TMP/fake/nginx.pid;
-error_log $TMP/fake/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $TMP/fake/body;
-  proxy_temp_path $TMP/fake/proxy;
-  fastcgi_temp_path $TMP/fake/fastcgi;
-  uwsgi_temp_path $TMP/fake/uwsgi;
-  scgi_temp_path $TMP/fake/scgi;
+{ nginx_head "$TMP/fake"; cat <<EOF
   client_body_buffer_size 64k;
   server {
     listen 127.0.0.1:$PORT_FAKE;
@@ -136,6 +122,7 @@ http {
   }
 }
 EOF
+} >"$TMP/fake/nginx.conf"
 
 # ---------------------------------------------------------------- citoroute
 printf 'sk-bench-not-a-real-key\n' >"$TMP/provider-key"

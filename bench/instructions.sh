@@ -34,24 +34,11 @@ for bin in "$@"; do
   d=$(mktemp -d "$TMP/run.XXXX")
   mkdir -p "$d/origin"
   read -r po pc pa < <(free_ports 3)
-  cat >"$d/origin/nginx.conf" <<EOF
-user root;
-worker_processes 1;
-daemon off;
-pid $d/origin/nginx.pid;
-error_log $d/origin/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $d/origin/body;
-  proxy_temp_path $d/origin/proxy;
-  fastcgi_temp_path $d/origin/fastcgi;
-  uwsgi_temp_path $d/origin/uwsgi;
-  scgi_temp_path $d/origin/scgi;
+  { nginx_head "$d/origin"; cat <<EOF
   server { listen 127.0.0.1:$po; default_type text/plain; location / { return 200 "ok\n"; } }
 }
 EOF
+  } >"$d/origin/nginx.conf"
   proxy_config "$pa" "$pc" "$po" >"$d/config.toml"
   nginx -p "$d/origin" -c "$d/origin/nginx.conf" >"$d/origin/out.log" 2>&1 &
   origin=$!; PIDS+=("$origin")

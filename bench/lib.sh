@@ -113,3 +113,24 @@ listeners = ["http"]
 backends = [{ backend = "origin" }]
 EOF
 }
+
+# nginx_head DIR: the start of a one-worker nginx.conf whose files live in DIR, up to and
+# inside `http {` (no access log, long keep-alive); the caller adds servers and closes it.
+nginx_head() {
+  cat <<EOF
+user root;
+worker_processes 1;
+daemon off;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $1/body;
+  proxy_temp_path $1/proxy;
+  fastcgi_temp_path $1/fastcgi;
+  uwsgi_temp_path $1/uwsgi;
+  scgi_temp_path $1/scgi;
+EOF
+}

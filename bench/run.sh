@@ -81,33 +81,9 @@ bench_tmp citoroute-bench
 read -r PORT_ORIGIN PORT_CITO PORT_NGINX PORT_ADMIN < <(free_ports 4)
 
 # ---------------------------------------------------------------- configs
-nginx_common() { # $1 = dir
-  cat <<EOF
-user root;
-worker_processes 1;
-daemon off;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { worker_connections 4096; }
-EOF
-}
-nginx_http_common() { # $1 = dir
-  cat <<EOF
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $1/body;
-  proxy_temp_path $1/proxy;
-  fastcgi_temp_path $1/fastcgi;
-  uwsgi_temp_path $1/uwsgi;
-  scgi_temp_path $1/scgi;
-EOF
-}
-
 mkdir -p "$TMP/origin" "$TMP/nginx" "$TMP/cito" "$TMP/raw"
 {
-  nginx_common "$TMP/origin"
-  echo "http {"
-  nginx_http_common "$TMP/origin"
+  nginx_head "$TMP/origin"
   cat <<EOF
   server {
     listen 127.0.0.1:$PORT_ORIGIN;
@@ -119,9 +95,7 @@ EOF
 } >"$TMP/origin/nginx.conf"
 
 {
-  nginx_common "$TMP/nginx"
-  echo "http {"
-  nginx_http_common "$TMP/nginx"
+  nginx_head "$TMP/nginx"
   cat <<EOF
   upstream origin {
     server 127.0.0.1:$PORT_ORIGIN;
