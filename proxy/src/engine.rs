@@ -269,6 +269,16 @@ impl ProxyHttp for Engine {
             method: &req.method,
             headers: &req.headers,
         };
+        let sni = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .and_then(|d| d.extension.get::<crate::tls::Sni>());
+        if let Some(sni) = sni
+            && router.misdirected(port, &sni.0, host)
+        {
+            respond(session, 421, &[], "misdirected request\n").await?;
+            return Ok(true);
+        }
         let Some(matched) = router.route(&view) else {
             respond(session, 404, &[], "no route\n").await?;
             return Ok(true);

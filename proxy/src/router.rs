@@ -336,6 +336,29 @@ impl Router {
         listener.hosts.route(host, req)
     }
 
+    /// Whether a request for `host` on a TLS connection whose SNI was `sni` is misdirected:
+    /// both name listeners of this port, and not the same one (the connection's certificate
+    /// was chosen for another listener, e.g. an HTTP/2 connection reused for another name).
+    pub fn misdirected(&self, port: u16, sni: &str, host: &str) -> bool {
+        let Some(table) = self.ports.get(&port) else {
+            return false;
+        };
+        if table.listeners.len() < 2 {
+            return false;
+        }
+        let listener_of = |name: &str| {
+            table.listeners.iter().position(|l| {
+                l.hostname
+                    .as_deref()
+                    .is_none_or(|h| hostname::covers(h, name))
+            })
+        };
+        match (listener_of(sni), listener_of(strip_port(host))) {
+            (Some(a), Some(b)) => a != b,
+            _ => false,
+        }
+    }
+
     /// Whether any listener is configured on this port (for telling 404 from misdirected).
     pub fn serves_port(&self, port: u16) -> bool {
         self.ports.contains_key(&port)

@@ -173,7 +173,8 @@ pub fn run_with(
             format!("{address}:{port}")
         };
         let tls_settings = |h2: bool| -> Result<TlsSettings, String> {
-            let mut tls = TlsSettings::intermediate("", "").map_err(|e| e.to_string())?;
+            let mut tls = TlsSettings::with_callbacks(Box::new(crate::tls::RecordSni))
+                .map_err(|e| e.to_string())?;
             tls.set_cert_resolver(Arc::new(PortResolver {
                 port,
                 table: reloader.certs.clone(),

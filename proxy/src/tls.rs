@@ -157,3 +157,23 @@ impl ResolvesServerCert for PortResolver {
             .pick(self.port, hello.server_name(), hello.signature_schemes())
     }
 }
+
+/// The SNI a client sent, kept on its connection (Pingora's TLS digest extension) so that
+/// each request can be checked against it: a request whose Host belongs to another listener
+/// than the one its certificate was chosen for is misdirected (HTTP 421).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sni(pub String);
+
+/// Records the SNI at the end of every TLS handshake.
+pub struct RecordSni;
+
+#[async_trait::async_trait]
+impl pingora_core::listeners::TlsAccept for RecordSni {
+    async fn handshake_complete_callback(
+        &self,
+        ssl: &pingora_core::protocols::tls::TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let sni = ssl.server_name()?;
+        Some(Arc::new(Sni(sni.to_ascii_lowercase())))
+    }
+}

@@ -301,6 +301,13 @@ filters = [{ type = "RequestRedirect", hostname = "b.tls.test" }]
     assert_eq!(r.version, http::Version::HTTP_2);
     assert_eq!(r.json()["path"], "/secure");
     assert_eq!(r.seen_header("host").as_deref(), Some("a.tls.test"));
+    // The connection's certificate was chosen for listener https-a: a request on it for a
+    // name of listener https-b is misdirected (a client reusing the connection must retry
+    // on a new one).
+    let r = h2.get("https://b.tls.test/secure").await.unwrap();
+    assert_eq!(r.status, 421, "{}", r.text());
+    let r = h2.get("https://a.tls.test/again").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
 
     // SNI b.tls.test, HTTP/1.1 by ALPN.
     let tls = tls_connect(addr(port), "b.tls.test", &root, &[b"http/1.1"])
@@ -319,6 +326,8 @@ filters = [{ type = "RequestRedirect", hostname = "b.tls.test" }]
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.version, http::Version::HTTP_11);
     assert_eq!(r.json()["path"], "/plain");
+    let r = h1.get("a.tls.test", "/plain").await.unwrap();
+    assert_eq!(r.status, 421, "{}", r.text());
     // A redirect on a TLS listener keeps the https scheme and the listener's port.
     let r = h1.get("b.tls.test", "/moved/x?y=1").await.unwrap();
     assert_eq!(r.status, 302);
