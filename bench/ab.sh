@@ -80,15 +80,6 @@ for t in "${NAMES[@]}"; do
   [ "$(curl -s --max-time 1 "http://127.0.0.1:${PORT[$t]}/")" = ok ] || die "$t does not answer"
 done
 
-ticks() {
-  local u=0 s=0 p pu ps
-  for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
-    [ -r "/proc/$p/stat" ] || continue
-    read -r pu ps < <(sed 's/.*) //' "/proc/$p/stat" | awk '{ print $12, $13 }')
-    u=$((u + pu)); s=$((s + ps))
-  done
-  echo "$u $s"
-}
 HZ=$(getconf CLK_TCK)
 run() { # $1 target, $2 seconds -> "rps cpu_us_per_req p99_us"
   local u0 s0 u1 s1 out n rps p99

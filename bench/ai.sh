@@ -212,28 +212,7 @@ declare -A PORT=([direct]=$PORT_FAKE [citoroute]=$PORT_CITO [litellm]=$PORT_LITE
 declare -A PROC=([direct]="" [citoroute]=$PID_CITO [litellm]=$PID_LITELLM)
 
 # ---------------------------------------------------------------- accounting helpers
-ticks() { # CPU ticks "user system" of a process and its children
-  local u=0 s=0 p pu ps
-  [ -n "$1" ] || { echo "0 0"; return; }
-  for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
-    [ -r "/proc/$p/stat" ] || continue
-    read -r pu ps < <(sed 's/.*) //' "/proc/$p/stat" | awk '{ print $12, $13 }')
-    u=$((u + pu)); s=$((s + ps))
-  done
-  echo "$u $s"
-}
-cpu_jiffies() { # "busy total" jiffies of one CPU
-  awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
-}
 CLK_TCK=$(getconf CLK_TCK)
-to_us() { # wrk's "102.00us" / "1.23ms" / "1.01s" / "1.5m" in microseconds
-  awk -v v="$1" 'BEGIN {
-    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.0f", v }
-    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.0f", v * 1000 }
-    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.0f", v * 1000000 }
-    else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.0f", v * 60000000 }
-    else print "nan" }'
-}
 
 # wrk POST run; prints "rps p50_us p99_us errors proxy_cpu_pct cpu0_pct cpu1_pct
 # proxy_user_us_per_req proxy_sys_us_per_req".

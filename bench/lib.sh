@@ -134,3 +134,30 @@ http {
   scgi_temp_path $1/scgi;
 EOF
 }
+
+# ticks PID: CPU ticks "user system" of a process and its children (nginx workers).
+ticks() {
+  local u=0 s=0 p pu ps
+  [ -n "$1" ] || { echo "0 0"; return; }
+  for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
+    [ -r "/proc/$p/stat" ] || continue
+    read -r pu ps < <(sed 's/.*) //' "/proc/$p/stat" | awk '{ print $12, $13 }')
+    u=$((u + pu)); s=$((s + ps))
+  done
+  echo "$u $s"
+}
+
+# cpu_jiffies N: "busy total" jiffies of CPU N.
+cpu_jiffies() {
+  awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+
+# to_us VALUE: wrk's "102.00us" / "1.23ms" / "1.01s" / "1.5m" in microseconds.
+to_us() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.0f", v }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.0f", v * 1000 }
+    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.0f", v * 1000000 }
+    else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.0f", v * 60000000 }
+    else print "nan" }'
+}
