@@ -126,21 +126,7 @@ EOF
 
 # ---------------------------------------------------------------- citoroute
 printf 'sk-bench-not-a-real-key\n' >"$TMP/provider-key"
-cat >"$TMP/cito/config.toml" <<EOF
-version = 1
-
-[runtime]
-admin_address = "127.0.0.1:$PORT_ADMIN"
-worker_threads = 1
-access_log = false
-grace_period = "0s"
-shutdown_timeout = "1s"
-
-[[listeners]]
-name = "http"
-address = "127.0.0.1"
-port = $PORT_CITO
-protocol = "HTTP"
+{ proxy_head "$PORT_ADMIN" "$PORT_CITO"; cat <<EOF
 
 [llm_backends.fake]
 provider = "openai"
@@ -154,6 +140,7 @@ name = "chat"
 listeners = ["http"]
 backends = [{ backend = "fake" }]
 EOF
+} >"$TMP/cito/config.toml"
 "$PROXY_BIN" check "$TMP/cito/config.toml" >/dev/null
 
 # ---------------------------------------------------------------- litellm

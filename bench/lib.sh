@@ -83,9 +83,9 @@ print(*[s.getsockname()[1] for s in socks])
 PY
 }
 
-# proxy_config ADMIN_PORT LISTEN_PORT ORIGIN_PORT: the benchmark's citoroute config on stdout
-# (one worker, no access log, one route to the origin on loopback).
-proxy_config() {
+# proxy_head ADMIN_PORT LISTEN_PORT: the start of a benchmark's citoroute config on stdout
+# (one worker, no access log, one HTTP listener "http" on loopback).
+proxy_head() {
   cat <<EOF
 version = 1
 
@@ -101,6 +101,13 @@ name = "http"
 address = "127.0.0.1"
 port = $2
 protocol = "HTTP"
+EOF
+}
+
+# proxy_config ADMIN_PORT LISTEN_PORT ORIGIN_PORT: that config with one route to the origin.
+proxy_config() {
+  proxy_head "$1" "$2"
+  cat <<EOF
 
 [backends.origin]
 endpoints = ["127.0.0.1:$3"]
