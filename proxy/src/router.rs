@@ -89,6 +89,17 @@ struct PortTable {
     listeners: Vec<ListenerTable>,
 }
 
+impl PortTable {
+    /// The listener serving `name`: the most specific hostname covering it.
+    fn listener_for(&self, name: &str) -> Option<usize> {
+        self.listeners.iter().position(|l| {
+            l.hostname
+                .as_deref()
+                .is_none_or(|h| hostname::covers(h, name))
+        })
+    }
+}
+
 #[derive(Debug)]
 struct ListenerTable {
     hostname: Option<String>,
@@ -328,11 +339,7 @@ impl Router {
     pub fn route(&self, req: &RequestView<'_>) -> Option<RouteMatch> {
         let port = self.ports.get(&req.port)?;
         let host = strip_port(req.host);
-        let listener = port.listeners.iter().find(|l| {
-            l.hostname
-                .as_deref()
-                .is_none_or(|h| hostname::covers(h, host))
-        })?;
+        let listener = &port.listeners[port.listener_for(host)?];
         listener.hosts.route(host, req)
     }
 
@@ -346,14 +353,10 @@ impl Router {
         if table.listeners.len() < 2 {
             return false;
         }
-        let listener_of = |name: &str| {
-            table.listeners.iter().position(|l| {
-                l.hostname
-                    .as_deref()
-                    .is_none_or(|h| hostname::covers(h, name))
-            })
-        };
-        match (listener_of(sni), listener_of(strip_port(host))) {
+        match (
+            table.listener_for(sni),
+            table.listener_for(strip_port(host)),
+        ) {
             (Some(a), Some(b)) => a != b,
             _ => false,
         }
