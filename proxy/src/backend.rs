@@ -2,12 +2,14 @@
 //! Pingora peer each attempt is sent to.
 
 use crate::router::CompileError;
+use crate::router::HeaderView;
 use crate::upstream_tls::UpstreamTls;
 use citoroute_config::{self as cfg, BackendProtocol, LbPolicy, RuntimeSettings};
-use citoroute_core::{BreakerConfig, CircuitBreaker, Maglev, TriedSet};
+use citoroute_core::hash::hash_bytes;
+use citoroute_core::{Admission, BreakerConfig, CircuitBreaker, Maglev, TriedSet};
 use pingora_core::upstreams::peer::HttpPeer;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -41,6 +43,9 @@ pub struct BackendSet {
     pub connect_timeout: Option<Duration>,
     max_h2_streams: usize,
 }
+
+/// An attempt's endpoint (an index into `endpoints`) and its breaker admission, if any.
+pub type Chosen = (usize, Option<(Arc<CircuitBreaker>, Admission)>);
 
 #[derive(Debug, Clone)]
 pub enum HashOn {
@@ -148,6 +153,11 @@ impl BackendSet {
         })
     }
 
+    /// Time allowed to open a connection to one endpoint.
+    pub fn connect_timeout_or_default(&self) -> Duration {
+        self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT)
+    }
+
     /// Whether connections to the endpoints are TLS (BackendTLSPolicy).
     pub fn uses_tls(&self) -> bool {
         self.tls.is_some()
@@ -188,7 +198,41 @@ impl BackendSet {
             .or_else(|| (0..n).map(|k| (start + k) % n).find(|&i| untried(i)))
     }
 
-    /// The Pingora peer for one attempt at endpoint `i`.
+    /// The Maglev key of a request: `None` when the backend does not hash.
+    pub fn hash_key(&self, client: Option<IpAddr>, headers: HeaderView<'_>) -> Option<u64> {
+        self.hash_on().map(|h| match h {
+            HashOn::SourceIp => client
+                .map(|ip| hash_bytes(ip.to_string().as_bytes()))
+                .unwrap_or(0),
+            HashOn::Header(name) => headers
+                .first(name.as_str())
+                .map(hash_bytes)
+                .unwrap_or_else(|| fastrand::u64(..)),
+            HashOn::Cookie(name) => headers
+                .cookie(name)
+                .map(|v| hash_bytes(v.as_bytes()))
+                .unwrap_or_else(|| fastrand::u64(..)),
+        })
+    }
+
+    /// The endpoint for a request's next attempt, marked tried, with its breaker admission.
+    /// An endpoint whose breaker refuses admission (its half-open probe slots are taken) is
+    /// skipped like a tried one, unless it is the last one left.
+    pub fn choose(&self, key: Option<u64>, tried: &mut TriedSet, now: u64) -> Option<Chosen> {
+        loop {
+            let i = self.pick(key, tried, now)?;
+            tried.insert(i);
+            let Some(b) = &self.endpoints[i].breaker else {
+                return Some((i, None));
+            };
+            let adm = b.admit(now);
+            if matches!(adm, Admission::Rejected) && tried.len() < self.endpoints.len() {
+                continue;
+            }
+            return Some((i, Some((b.clone(), adm))));
+        }
+    }
+
     /// The Pingora peer for one attempt at endpoint `i`. With TLS, Pingora sees a plaintext
     /// peer whose connections our connector opens (see [`crate::upstream_tls`]).
     pub fn peer(&self, i: usize, upgrade: bool, read_timeout: Option<Duration>) -> Box<HttpPeer> {
@@ -201,7 +245,7 @@ impl BackendSet {
             peer.group_key = group;
         }
         let opts = &mut peer.options;
-        opts.connection_timeout = Some(self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT));
+        opts.connection_timeout = Some(self.connect_timeout_or_default());
         opts.read_timeout = read_timeout;
         opts.write_timeout = read_timeout;
         opts.idle_timeout = Some(Duration::from_secs(60));

@@ -12,15 +12,15 @@
 //! | `fail_to_proxy`           | map the error to 502/503/504 (or 400 for a bad request)      |
 //! | `logging`                 | metrics and the access log                                   |
 
-use crate::backend::{BackendSet, HashOn, now_nanos};
+use crate::backend::{BackendSet, now_nanos};
 use crate::filters::{HeaderEdit, redirect_location, rewrite_path};
 use crate::metrics::Metrics;
-use crate::router::{RequestView, RouteMatch, Router};
+use crate::router::{HeaderView, RequestView, RouteMatch, Router};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use citoroute_config::BackendProtocol;
-use citoroute_core::{Admission, CircuitBreaker, TriedSet, hash::hash_bytes};
+use citoroute_core::{Admission, CircuitBreaker, TriedSet};
 use http::{HeaderName, HeaderValue, Method};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How many endpoints a request may try when connecting fails, unless its rule asks for more.
-const DEFAULT_CONNECT_ATTEMPTS: u32 = 3;
+pub(crate) const DEFAULT_CONNECT_ATTEMPTS: u32 = 3;
 
 /// Request heads larger than this get 431 instead of being forwarded: Pingora reads HTTP/1
 /// heads of up to 1 MiB, far more than a backend should be made to take.
@@ -119,7 +119,7 @@ header_edit_for!(RequestHeader);
 header_edit_for!(ResponseHeader);
 
 /// A host as a client may send it: a DNS name or IP literal with an optional port.
-fn valid_host(h: &str) -> bool {
+pub(crate) fn valid_host(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 255
         && h.bytes()
@@ -201,18 +201,6 @@ fn error_status(e: &Error) -> u16 {
     }
 }
 
-fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|kv| {
-            let (k, v) = kv.trim().split_once('=')?;
-            (k == name).then_some(v)
-        })
-}
-
 #[async_trait]
 impl ProxyHttp for Engine {
     type CTX = Ctx;
@@ -267,7 +255,7 @@ impl ProxyHttp for Engine {
             path: req.uri.path(),
             query: req.uri.query(),
             method: &req.method,
-            headers: &req.headers,
+            headers: HeaderView::Map(&req.headers),
         };
         let sni = session
             .digest()
@@ -422,40 +410,15 @@ impl ProxyHttp for Engine {
         else {
             return Error::e_explain(ErrorType::HTTPStatus(500), "no backend chosen");
         };
-        let key = set.hash_on().map(|h| match h {
-            HashOn::SourceIp => session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| hash_bytes(a.ip().to_string().as_bytes()))
-                .unwrap_or(0),
-            HashOn::Header(name) => session
-                .req_header()
-                .headers
-                .get(name)
-                .map(|v| hash_bytes(v.as_bytes()))
-                .unwrap_or_else(|| fastrand::u64(..)),
-            HashOn::Cookie(name) => cookie_value(&session.req_header().headers, name)
-                .map(|v| hash_bytes(v.as_bytes()))
-                .unwrap_or_else(|| fastrand::u64(..)),
-        });
-        let now = now_nanos();
-        // An endpoint whose breaker refuses admission (its half-open probe slots are taken) is
-        // skipped like a tried one, unless it is the last one left.
-        let i = loop {
-            let Some(i) = set.pick(key, &ctx.tried, now) else {
-                return Error::e_explain(ErrorType::HTTPStatus(503), "no endpoint left to try");
-            };
-            ctx.tried.insert(i);
-            let Some(b) = &set.endpoints[i].breaker else {
-                break i;
-            };
-            let adm = b.admit(now);
-            if matches!(adm, Admission::Rejected) && ctx.tried.len() < set.endpoints.len() {
-                continue;
-            }
-            ctx.breaker = Some((b.clone(), adm));
-            break i;
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let key = set.hash_key(client, HeaderView::Map(&session.req_header().headers));
+        let Some((i, admission)) = set.choose(key, &mut ctx.tried, now_nanos()) else {
+            return Error::e_explain(ErrorType::HTTPStatus(503), "no endpoint left to try");
         };
+        ctx.breaker = admission;
         ctx.endpoint = Some(i);
         ctx.attempts += 1;
         let mut timeout = m.rule.backend_timeout;
@@ -675,22 +638,56 @@ impl ProxyHttp for Engine {
             let endpoint = ctx
                 .backend_set()
                 .zip(ctx.endpoint)
-                .map(|(s, i)| s.endpoints[i].label.to_string())
-                .unwrap_or_default();
-            tracing::info!(
-                target: "access",
-                client = %session.client_addr().map(|a| a.to_string()).unwrap_or_default(),
-                method = %req.method,
-                host = %host,
-                path = %req.uri.path(),
+                .map(|(s, i)| s.endpoints[i].label.as_ref())
+                .unwrap_or("");
+            log_access(&AccessEntry {
+                client: session
+                    .client_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default(),
+                method: req.method.as_str(),
+                host,
+                path: req.uri.path(),
                 status,
                 route,
                 backend,
                 endpoint,
-                attempts = ctx.attempts,
-                duration_us = elapsed.as_micros() as u64,
-                error = e.map(|e| e.to_string()).unwrap_or_default(),
-            );
+                attempts: ctx.attempts,
+                elapsed,
+                error: e.map(|e| e.to_string()).unwrap_or_default(),
+            });
         }
     }
+}
+
+/// One access log line's fields, shared by Pingora's path and [`crate::h1_proxy`].
+pub(crate) struct AccessEntry<'a> {
+    pub client: String,
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub route: &'a str,
+    pub backend: &'a str,
+    pub endpoint: &'a str,
+    pub attempts: u32,
+    pub elapsed: Duration,
+    pub error: String,
+}
+
+pub(crate) fn log_access(a: &AccessEntry<'_>) {
+    tracing::info!(
+        target: "access",
+        client = %a.client,
+        method = %a.method,
+        host = %a.host,
+        path = %a.path,
+        status = a.status,
+        route = a.route,
+        backend = a.backend,
+        endpoint = a.endpoint,
+        attempts = a.attempts,
+        duration_us = a.elapsed.as_micros() as u64,
+        error = %a.error,
+    );
 }

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod client_auth;
 pub mod engine;
 pub mod filters;
+pub mod h1_proxy;
 pub mod kube_secret;
 pub mod kube_source;
 pub mod llm;

@@ -10,8 +10,8 @@ use crate::backend::{BackendSet, BreakerRegistry};
 use crate::filters::{CompiledFilters, compile_filters};
 use crate::metrics::{Metrics, RequestMetrics};
 use citoroute_config::{
-    self as cfg, GrpcRoute, HttpMatch, HttpRoute, ListenerProtocol, PathMatchType, ProxyConfig,
-    ValueMatchType, hostname,
+    self as cfg, BackendProtocol, GrpcRoute, HttpMatch, HttpRoute, ListenerProtocol, PathMatchType,
+    ProxyConfig, ValueMatchType, hostname,
 };
 use citoroute_core::WeightedPicker;
 use regex::Regex;
@@ -178,6 +178,11 @@ impl ValueMatcher {
     }
 }
 
+/// Filters [`crate::h1_proxy`] applies itself: header modifiers only.
+fn plain_filters(f: &CompiledFilters) -> bool {
+    f.redirect.is_none() && f.rewrite.is_none() && f.mirrors.is_empty() && f.cors.is_none()
+}
+
 fn full_match_regex(re: &str) -> Result<Regex, CompileError> {
     Regex::new(&format!("^(?:{re})$"))
         .map_err(|e| CompileError::Invalid(format!("regular expression {re:?}: {e}")))
@@ -202,6 +207,9 @@ pub struct Rule {
     pub llm: Option<Arc<crate::llm::LlmRoute>>,
     /// The rule's request metrics, resolved at compile time.
     pub metrics: RuleMetrics,
+    /// Whether [`crate::h1_proxy`] may serve it: plain HTTP/1.1 backends and no filter beyond
+    /// header modifiers (everything else goes through Pingora's path).
+    pub plain_h1: bool,
 }
 
 /// A rule's request metrics handles: one per backend (in `backends` order) and one for
@@ -256,7 +264,61 @@ pub struct RequestView<'a> {
     pub path: &'a str,
     pub query: Option<&'a str>,
     pub method: &'a http::Method,
-    pub headers: &'a http::HeaderMap,
+    pub headers: HeaderView<'a>,
+}
+
+/// A request's headers as the router reads them: Pingora's parsed map, or the `httparse`
+/// slice of [`crate::h1_proxy`], which routes without building a map.
+#[derive(Clone, Copy)]
+pub enum HeaderView<'a> {
+    Map(&'a http::HeaderMap),
+    Raw(&'a [httparse::Header<'a>]),
+}
+
+impl<'a> HeaderView<'a> {
+    /// The values of header `name` (lowercase) in order, skipping values that are not visible
+    /// ASCII in both forms alike (as `HeaderValue::to_str` does).
+    pub fn values(self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        let (map, raw) = match self {
+            HeaderView::Map(m) => (Some(m.get_all(name).iter()), None),
+            HeaderView::Raw(r) => (None, Some(r.iter())),
+        };
+        let from_map = map.into_iter().flatten().filter_map(|v| v.to_str().ok());
+        let from_raw = raw
+            .into_iter()
+            .flatten()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .filter_map(|h| visible_ascii(h.value));
+        from_map.chain(from_raw)
+    }
+
+    /// The first value of header `name` (lowercase), as bytes.
+    pub fn first(self, name: &str) -> Option<&'a [u8]> {
+        match self {
+            HeaderView::Map(m) => m.get(name).map(|v| v.as_bytes()),
+            HeaderView::Raw(r) => r
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| h.value),
+        }
+    }
+
+    /// The value of cookie `name` in the `Cookie` headers.
+    pub fn cookie(self, name: &'a str) -> Option<&'a str> {
+        self.values("cookie")
+            .flat_map(|v| v.split(';'))
+            .find_map(|kv| {
+                let (k, v) = kv.trim().split_once('=')?;
+                (k == name).then_some(v)
+            })
+    }
+}
+
+fn visible_ascii(v: &[u8]) -> Option<&str> {
+    v.iter()
+        .all(|&b| (b >= 32 && b != 127) || b == b'\t')
+        .then(|| std::str::from_utf8(v).ok())
+        .flatten()
 }
 
 impl Router {
@@ -595,11 +657,7 @@ impl Candidate {
         }
         for h in self.headers.iter() {
             // Repeated headers are matched on their values joined by ",", as the spec allows.
-            let mut values = req
-                .headers
-                .get_all(h.name())
-                .iter()
-                .filter_map(|v| v.to_str().ok());
+            let mut values = req.headers.values(h.name());
             let Some(first) = values.next() else {
                 return false;
             };
@@ -861,11 +919,26 @@ impl Builder<'_> {
             for (r, rule) in rules.iter().enumerate() {
                 let (backends, picker) = rule_backends(backends_map, rule.backends)?;
                 let rule_metrics = RuleMetrics::new(metrics, &name, &backends);
+                let filters = compile_filters(rule.filters, backends_map)?;
+                let plain_h1 = !rule.grpc
+                    && rule.retry.codes.is_empty()
+                    && plain_filters(&filters)
+                    && !backends.is_empty()
+                    && backends.iter().all(|b| {
+                        plain_filters(&b.filters)
+                            && b.set.as_ref().is_some_and(|s| {
+                                !s.uses_tls()
+                                    && matches!(
+                                        s.protocol,
+                                        BackendProtocol::Http1 | BackendProtocol::Websocket
+                                    )
+                            })
+                    });
                 let shared = Arc::new(Rule {
                     route: name.clone(),
                     rule_name: rule.name.map(Into::into),
                     listener: listener.into(),
-                    filters: compile_filters(rule.filters, backends_map)?,
+                    filters,
                     backends,
                     picker,
                     request_timeout: rule.request_timeout,
@@ -876,6 +949,7 @@ impl Builder<'_> {
                     grpc: rule.grpc,
                     llm: None,
                     metrics: rule_metrics,
+                    plain_h1,
                 });
                 let default_match = [M::default()];
                 let matches = if rule.matches.is_empty() {
@@ -949,6 +1023,7 @@ impl Builder<'_> {
                     grpc: false,
                     llm: Some(compiled.clone()),
                     metrics: RuleMetrics::new(metrics, &name, &[]),
+                    plain_h1: false,
                 });
                 let cand = http_candidate(&m, order, 0, &shared)?;
                 Ok(vec![(shared, vec![cand])])

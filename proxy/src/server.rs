@@ -229,6 +229,10 @@ pub fn run_with(
         let mut svc = Service::new(
             "citoroute-http".to_string(),
             PlainMux {
+                fast: crate::h1_proxy::H1Proxy::new(
+                    reloader.router.clone(),
+                    reloader.metrics.clone(),
+                ),
                 h1: make(false),
                 h2c: make(true),
             },

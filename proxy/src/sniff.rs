@@ -19,6 +19,8 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct PlainMux {
+    /// Plain HTTP/1.1 requests, until one needs `h1`.
+    pub fast: crate::h1_proxy::H1Proxy,
     /// HTTP/1.x only.
     pub h1: Arc<HttpProxy<Engine>>,
     /// h2c prior knowledge.
@@ -57,7 +59,12 @@ impl ServerApp for PlainMux {
         let mut l4 = *stream.into_any().downcast::<L4Stream>().ok()?;
         let (seen, h2) = sniff(&mut l4).await?;
         l4.rewind(&seen);
-        let app = if h2 { &self.h2c } else { &self.h1 };
+        let app = if h2 {
+            &self.h2c
+        } else {
+            l4 = self.fast.serve(l4, shutdown).await?;
+            &self.h1
+        };
         // Keep-alive: the HTTP app hands the connection back after each request.
         let mut next: Stream = Box::new(l4);
         loop {

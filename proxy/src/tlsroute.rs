@@ -21,8 +21,6 @@ use tokio::io::AsyncWriteExt;
 
 /// A slow client may take this long to send its ClientHello before we give up on it.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connect timeout of a backend whose config sets none.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// TLS records carry at most 16 KiB of plaintext; a ClientHello record is never larger.
 const MAX_RECORD: usize = 16 * 1024 + 256;
 
@@ -94,7 +92,7 @@ async fn connect_set(
     set: &crate::backend::BackendSet,
 ) -> Option<tokio::net::TcpStream> {
     let mut tried = TriedSet::new();
-    let connect_timeout = set.connect_timeout.unwrap_or(CONNECT_TIMEOUT);
+    let connect_timeout = set.connect_timeout_or_default();
     for _ in 0..3 {
         let i = set.pick(None, &tried, now_nanos())?;
         tried.insert(i);
