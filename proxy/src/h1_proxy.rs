@@ -17,7 +17,7 @@
 
 use crate::backend::{BackendSet, now_nanos};
 use crate::engine::{AccessEntry, DEFAULT_CONNECT_ATTEMPTS, log_access, valid_host};
-use crate::filters::{HeaderEdit, HeaderMods};
+use crate::filters::{HeaderEdit, HeaderMods, rewrite_path};
 use crate::metrics::Metrics;
 use crate::router::{HeaderView, RequestView, RouteMatch, Router};
 use arc_swap::ArcSwap;
@@ -210,8 +210,30 @@ impl H1Proxy {
             rule.filters.request_headers.as_deref(),
             rule.backends[backend].filters.request_headers.as_deref(),
         ];
-        let edited = mods.iter().any(Option::is_some).then(|| {
-            let mut r = rebuild_head(&buf[..head_len], req.headers, &mods);
+        // URLRewrite, after the header modifiers as in Pingora's path.
+        let rewrite = rule.filters.rewrite.as_deref();
+        let target = match rewrite.and_then(|r| r.path.as_ref()) {
+            Some(modifier) => {
+                let path = rewrite_path(path, modifier, matched.prefix.as_deref());
+                let target = match query {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path,
+                };
+                if !plain_target(&target) {
+                    return Parsed::HandOff;
+                }
+                Some(format!("{method} {target} HTTP/1.1"))
+            }
+            None => None,
+        };
+        let new_host = rewrite.and_then(|r| r.hostname.as_deref());
+        let edited = (mods.iter().any(Option::is_some) || rewrite.is_some()).then(|| {
+            let edit = HeadEdit {
+                mods: &mods,
+                first_line: target.as_deref(),
+                host: new_host,
+            };
+            let mut r = rebuild_head(&buf[..head_len], req.headers, &edit);
             r.extend_from_slice(&buf[head_len..len]);
             r
         });
@@ -399,7 +421,12 @@ impl H1Proxy {
                         .fail(down, out, 502, "invalid response from backend")
                         .await;
                 }
-                Some(rebuild_head(&up_buf[..head.len], resp.headers, &mods))
+                let edit = HeadEdit {
+                    mods: &mods,
+                    first_line: None,
+                    host: None,
+                };
+                Some(rebuild_head(&up_buf[..head.len], resp.headers, &edit))
             }
         };
         // The body bytes that came with the head, within the framing.
@@ -672,25 +699,36 @@ fn crlf_only(head: &[u8]) -> bool {
         .all(|(i, &b)| b != b'\n' || (i > 0 && head[i - 1] == b'\r'))
 }
 
-/// A head's first line, then its headers after `mods`, then the blank line.
-fn rebuild_head(
-    head: &[u8],
-    headers: &[httparse::Header<'_>],
-    mods: &[Option<&HeaderMods>],
-) -> Vec<u8> {
-    let first_line = head
-        .iter()
-        .position(|&b| b == b'\n')
-        .map(|i| head[..i].strip_suffix(b"\r").unwrap_or(&head[..i]))
-        .unwrap_or(head);
+/// How a head is edited: header modifiers in order, then (requests with a URLRewrite) a new
+/// request line and Host.
+struct HeadEdit<'a> {
+    mods: &'a [Option<&'a HeaderMods>],
+    first_line: Option<&'a str>,
+    host: Option<&'a str>,
+}
+
+/// A head's first line, then its headers, edited; then the blank line.
+fn rebuild_head(head: &[u8], headers: &[httparse::Header<'_>], edit: &HeadEdit<'_>) -> Vec<u8> {
+    let first_line = match edit.first_line {
+        Some(line) => line.as_bytes(),
+        None => head
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| head[..i].strip_suffix(b"\r").unwrap_or(&head[..i]))
+            .unwrap_or(head),
+    };
     let mut edited = EditedHeaders(
         headers
             .iter()
             .map(|h| (h.name.as_bytes().to_vec(), h.value.to_vec()))
             .collect(),
     );
-    for m in mods.iter().flatten() {
+    for m in edit.mods.iter().flatten() {
         m.apply(&mut edited);
+    }
+    if let Some(host) = edit.host {
+        edited.remove(&http::header::HOST);
+        edited.0.push((b"host".to_vec(), host.as_bytes().to_vec()));
     }
     let mut out = Vec::with_capacity(head.len() + 256);
     out.extend_from_slice(first_line);
@@ -1066,7 +1104,12 @@ mod tests {
             add: vec![(hn("x-new"), hv("added"))],
             remove: vec![hn("x-keep")],
         };
-        let out = rebuild_head(head, req.headers, &[Some(&mods), None]);
+        let edit = HeadEdit {
+            mods: &[Some(&mods), None],
+            first_line: None,
+            host: None,
+        };
+        let out = rebuild_head(head, req.headers, &edit);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET /a HTTP/1.1\r\nHost: x\r\nx-old: set\r\nx-new: added\r\n\r\n"

@@ -178,9 +178,9 @@ impl ValueMatcher {
     }
 }
 
-/// Filters [`crate::h1_proxy`] applies itself: header modifiers only.
+/// Filters [`crate::h1_proxy`] applies itself: header modifiers and URL rewrites.
 fn plain_filters(f: &CompiledFilters) -> bool {
-    f.redirect.is_none() && f.rewrite.is_none() && f.mirrors.is_empty() && f.cors.is_none()
+    f.redirect.is_none() && f.mirrors.is_empty() && f.cors.is_none()
 }
 
 fn full_match_regex(re: &str) -> Result<Regex, CompileError> {
@@ -208,7 +208,7 @@ pub struct Rule {
     /// The rule's request metrics, resolved at compile time.
     pub metrics: RuleMetrics,
     /// Whether [`crate::h1_proxy`] may serve it: plain HTTP/1.1 backends and no filter beyond
-    /// header modifiers (everything else goes through Pingora's path).
+    /// header modifiers and URL rewrites (everything else goes through Pingora's path).
     pub plain_h1: bool,
 }
 

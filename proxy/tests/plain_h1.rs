@@ -45,6 +45,19 @@ filters = [
 backends = [{ backend = "origin" }]
 
 [[http_routes]]
+name = "rewritten"
+listeners = ["web"]
+hostnames = ["rewrite.test"]
+
+[[http_routes.rules]]
+matches = [{ path = { type = "PathPrefix", value = "/api" } }]
+filters = [
+  { type = "RequestHeaderModifier", add = [{ name = "x-added", value = "1" }] },
+  { type = "URLRewrite", hostname = "upstream.test", path = { type = "ReplacePrefixMatch", value = "/echo" } },
+]
+backends = [{ backend = "origin" }]
+
+[[http_routes]]
 name = "redirect"
 listeners = ["web"]
 hostnames = ["redirect.test"]
@@ -122,7 +135,7 @@ async fn serve_origin(mut s: TcpStream) {
     let mut buf = Vec::new();
     while let Some((method, path, raw)) = read_request(&mut s, &mut buf).await {
         let pause = || tokio::time::sleep(Duration::from_millis(5));
-        match path.as_str() {
+        match path.split('?').next().unwrap_or("") {
             "/cl" => {
                 let body = if method == "HEAD" { "" } else { "hello" };
                 let resp =
@@ -433,6 +446,24 @@ async fn header_modifiers_edit_the_forwarded_heads() {
         r.head.to_lowercase().contains("x-resp: added"),
         "{}",
         r.head
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn url_rewrites_change_the_request_line_and_host() {
+    let (_origin, _proxy, at) = setup().await;
+    let mut s = TcpStream::connect(at).await.unwrap();
+    let mut buf = Vec::new();
+    let req = "GET /api?q=1 HTTP/1.1\r\nHost: rewrite.test\r\nX-Client: Kept\r\n\r\n";
+    let r = exchange(&mut s, &mut buf, "GET", req).await;
+    assert_eq!(r.status, 200);
+    let seen = String::from_utf8_lossy(&r.body).to_string();
+    assert!(seen.starts_with("GET /echo?q=1 HTTP/1.1\r\n"), "{seen}");
+    assert!(seen.contains("host: upstream.test\r\n"), "{seen}");
+    assert!(!seen.contains("rewrite.test"), "{seen}");
+    assert!(
+        seen.contains("X-Client: Kept\r\n") && seen.contains("x-added: 1\r\n"),
+        "{seen}"
     );
 }
 
