@@ -23,14 +23,17 @@ use crate::router::{HeaderView, RequestView, RouteMatch, Router};
 use arc_swap::ArcSwap;
 use citoroute_core::TriedSet;
 use http::{HeaderName, HeaderValue, Method};
-use pingora_core::protocols::GetSocketDigest;
-use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
+    UniqueIDType,
+};
 use pingora_core::server::ShutdownWatch;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
@@ -63,35 +66,26 @@ impl H1Proxy {
         H1Proxy { router, metrics }
     }
 
-    /// Serves requests on `down` until the client leaves (`None`) or a request needs Pingora's
-    /// path: then the connection is returned with the unread bytes put back.
-    pub async fn serve(&self, mut down: L4Stream, shutdown: &ShutdownWatch) -> Option<L4Stream> {
-        let digest = down.get_socket_digest();
-        let inet = |a: Option<&pingora_core::protocols::l4::socket::SocketAddr>| {
-            a.and_then(|a| a.as_inet()).copied()
-        };
-        let local = digest.as_ref().and_then(|d| inet(d.local_addr()));
-        let peer = digest.as_ref().and_then(|d| inet(d.peer_addr()));
-        let conn = ConnInfo {
-            port: local.map(|a| a.port()).unwrap_or(0),
-            client: peer,
-        };
+    /// Serves requests on `down` until the client leaves or a request needs Pingora's path:
+    /// then the bytes read but not served are returned, for the caller to put back in front of
+    /// the connection before handing it to Pingora.
+    pub async fn serve<S>(&self, down: &mut S, conn: &ConnInfo, shutdown: &ShutdownWatch) -> Served
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let mut stop = shutdown.clone();
         if *stop.borrow_and_update() {
-            return Some(down);
+            return Served::HandOff(Vec::new());
         }
         let mut buf: Vec<u8> = Vec::with_capacity(INITIAL_BUFFER);
         let mut up_buf: Vec<u8> = Vec::with_capacity(INITIAL_BUFFER);
         loop {
             let plan = loop {
                 if !buf.is_empty() {
-                    match self.plan(&buf, &conn) {
+                    match self.plan(&buf, conn) {
                         Parsed::Ready(plan) => break plan,
                         Parsed::Partial if buf.len() < MAX_REQUEST_BYTES => {}
-                        Parsed::Partial | Parsed::HandOff => {
-                            down.rewind(&buf);
-                            return Some(down);
-                        }
+                        Parsed::Partial | Parsed::HandOff => return Served::HandOff(buf),
                     }
                 }
                 reserve(&mut buf);
@@ -101,19 +95,19 @@ impl H1Proxy {
                 let read = tokio::select! {
                     biased;
                     r = read => r,
-                    _ = stop.changed(), if idle => return None,
+                    _ = stop.changed(), if idle => return Served::Closed,
                 };
                 match read {
                     Ok(Ok(n)) if n > 0 => {}
-                    _ => return None,
+                    _ => return Served::Closed,
                 }
             };
             let keep_alive = self
-                .proxy(&mut down, &buf[..plan.len], &plan, &conn, &mut up_buf)
+                .proxy(down, &buf[..plan.len], &plan, conn, &mut up_buf)
                 .await;
             buf.drain(..plan.len);
             if !keep_alive || *shutdown.borrow() {
-                return None;
+                return Served::Closed;
             }
         }
     }
@@ -168,6 +162,13 @@ impl H1Proxy {
         let Some(host) = host.filter(|h| valid_host(h)) else {
             return Parsed::HandOff;
         };
+        let router = self.router.load_full();
+        // A Host that belongs to another listener than the SNI chose: Pingora's path answers 421.
+        if let Some(sni) = &conn.sni
+            && router.misdirected(conn.port, sni, host)
+        {
+            return Parsed::HandOff;
+        }
         let len = head_len + content_length.unwrap_or(0) as usize;
         if len > MAX_REQUEST_BYTES {
             return Parsed::HandOff;
@@ -182,7 +183,6 @@ impl H1Proxy {
             Some((p, q)) => (p, Some(q)),
             None => (target, None),
         };
-        let router = self.router.load_full();
         let view = RequestView {
             port: conn.port,
             host,
@@ -256,9 +256,9 @@ impl H1Proxy {
     }
 
     /// Proxies one planned request; returns whether the client connection stays open.
-    async fn proxy(
+    async fn proxy<S: AsyncWrite + Unpin>(
         &self,
-        down: &mut L4Stream,
+        down: &mut S,
         request: &[u8],
         plan: &Plan,
         conn: &ConnInfo,
@@ -303,9 +303,9 @@ impl H1Proxy {
     }
 
     /// Sends the request to an endpoint and the response to the client, filling `out`.
-    async fn exchange(
+    async fn exchange<S: AsyncWrite + Unpin>(
         &self,
-        down: &mut L4Stream,
+        down: &mut S,
         request: &[u8],
         plan: &Plan,
         set: &BackendSet,
@@ -494,7 +494,13 @@ impl H1Proxy {
     }
 
     /// Answers with an error status (the connection closes after it, as in Pingora's path).
-    async fn fail(&self, down: &mut L4Stream, out: &mut Outcome, status: u16, why: &'static str) {
+    async fn fail<S: AsyncWrite + Unpin>(
+        &self,
+        down: &mut S,
+        out: &mut Outcome,
+        status: u16,
+        why: &'static str,
+    ) {
         out.status = status;
         out.error = Some(why);
         out.keep_alive = false;
@@ -509,9 +515,38 @@ impl H1Proxy {
     }
 }
 
-struct ConnInfo {
+/// What a client connection carries into every request: its listener port, the client's
+/// address and, on TLS, the SNI (for the misdirected-request check).
+pub struct ConnInfo {
     port: u16,
     client: Option<SocketAddr>,
+    sni: Option<String>,
+}
+
+impl ConnInfo {
+    pub fn of<S: GetSocketDigest + Ssl + ?Sized>(stream: &S) -> ConnInfo {
+        let digest = stream.get_socket_digest();
+        let inet = |a: Option<&pingora_core::protocols::l4::socket::SocketAddr>| {
+            a.and_then(|a| a.as_inet()).copied()
+        };
+        let local = digest.as_ref().and_then(|d| inet(d.local_addr()));
+        let sni = stream
+            .get_ssl_digest()
+            .and_then(|d| d.extension.get::<crate::tls::Sni>().map(|s| s.0.clone()));
+        ConnInfo {
+            port: local.map(|a| a.port()).unwrap_or(0),
+            client: digest.as_ref().and_then(|d| inet(d.peer_addr())),
+            sni,
+        }
+    }
+}
+
+/// How [`H1Proxy::serve`] ended.
+pub enum Served {
+    /// The connection is done: the client left, an error, or the server is shutting down.
+    Closed,
+    /// A request needs Pingora's path: these bytes were read and not served.
+    HandOff(Vec<u8>),
 }
 
 enum Parsed {
@@ -1006,6 +1041,108 @@ fn pool_put(addr: SocketAddr, conn: TcpStream, now: Instant) {
         }
     })
 }
+
+/// A connection with bytes already read put back in front, for handing a TLS connection (which
+/// has no `rewind` of its plaintext) to Pingora. Everything but reading goes to `inner`.
+#[derive(Debug)]
+pub struct Rewound {
+    inner: Stream,
+    unread: Vec<u8>,
+    at: usize,
+}
+
+impl Rewound {
+    pub fn new(inner: Stream, unread: Vec<u8>) -> Self {
+        Rewound {
+            inner,
+            unread,
+            at: 0,
+        }
+    }
+}
+
+impl AsyncRead for Rewound {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.at < this.unread.len() {
+            let n = buf.remaining().min(this.unread.len() - this.at);
+            buf.put_slice(&this.unread[this.at..this.at + n]);
+            this.at += n;
+            if this.at == this.unread.len() {
+                this.unread = Vec::new();
+                this.at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewound {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait::async_trait]
+impl Shutdown for Rewound {
+    async fn shutdown(&mut self) {
+        Shutdown::shutdown(self.inner.as_mut()).await
+    }
+}
+
+impl UniqueID for Rewound {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for Rewound {
+    fn get_ssl(&self) -> Option<&pingora_core::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<pingora_core::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<pingora_core::protocols::ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for Rewound {
+    fn get_timing_digest(&self) -> Vec<Option<pingora_core::protocols::TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+}
+
+impl GetProxyDigest for Rewound {
+    fn get_proxy_digest(&self) -> Option<Arc<pingora_core::protocols::raw_connect::ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for Rewound {
+    fn get_socket_digest(&self) -> Option<Arc<pingora_core::protocols::SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+}
+
+/// Peeking is not offered (Pingora's HTTP/1 path does not need it).
+impl Peek for Rewound {}
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

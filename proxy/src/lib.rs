@@ -9,6 +9,7 @@ pub mod client_auth;
 pub mod engine;
 pub mod filters;
 pub mod h1_proxy;
+pub mod https;
 pub mod kube_secret;
 pub mod kube_source;
 pub mod llm;

@@ -1,8 +1,11 @@
-//! Process assembly: the Pingora server with one HTTP proxy service carrying every HTTP and
-//! HTTPS socket, plus a side runtime for the admin listener and the config watch.
+//! Process assembly: the Pingora server with one service for the plaintext HTTP ports, one for
+//! the HTTPS-only ports and one per port with TLS listeners (the SNI router), plus a side
+//! runtime for the admin listener and the config watch.
 
 use crate::client_auth::PortClientVerifier;
 use crate::engine::Engine;
+use crate::h1_proxy::H1Proxy;
+use crate::https::HttpsMux;
 use crate::metrics::Metrics;
 use crate::reload::{ConfigSource, FileSource, Reloader};
 use crate::router::Router;
@@ -153,10 +156,6 @@ pub fn run_with(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let engine = Engine::new(reloader.router.clone(), reloader.metrics.clone());
-    // Serves the HTTPS-only ports (Pingora terminates TLS; ALPN picks h1 or h2).
-    let mut service =
-        pingora_proxy::http_proxy_service_with_name(&server.configuration, engine, "citoroute");
     // One socket per (address, port). Ports with a TLS listener go to the SNI router; plain
     // HTTPS ports use Pingora's TLS listener with our per-SNI certificate resolver.
     let sni_ports = Router::tls_router_ports(&cfg);
@@ -166,6 +165,7 @@ pub fn run_with(
     }
     let mut muxes = Vec::new();
     let mut plain_addrs = Vec::new();
+    let mut https_ports = Vec::new();
     for ((address, port), protocol) in sockets {
         let addr = if address.contains(':') {
             format!("[{address}]:{port}")
@@ -200,6 +200,7 @@ pub fn run_with(
                 acceptor: tls_settings(true)?.build(),
                 raw_acceptor: tls_settings(false)?.build(),
                 http: Arc::new(http),
+                fast: H1Proxy::new(reloader.router.clone(), reloader.metrics.clone()),
                 metrics: reloader.metrics.clone(),
             };
             let mut svc = Service::new(format!("citoroute-tls-{port}"), mux);
@@ -210,7 +211,7 @@ pub fn run_with(
         match protocol {
             ListenerProtocol::Http => plain_addrs.push(addr),
             ListenerProtocol::Https | ListenerProtocol::Tls => {
-                service.add_tls_with_settings(&addr, None, tls_settings(true)?)
+                https_ports.push((addr, tls_settings(true)?))
             }
         }
     }
@@ -229,10 +230,7 @@ pub fn run_with(
         let mut svc = Service::new(
             "citoroute-http".to_string(),
             PlainMux {
-                fast: crate::h1_proxy::H1Proxy::new(
-                    reloader.router.clone(),
-                    reloader.metrics.clone(),
-                ),
+                fast: H1Proxy::new(reloader.router.clone(), reloader.metrics.clone()),
                 h1: make(false),
                 h2c: make(true),
             },
@@ -242,7 +240,24 @@ pub fn run_with(
         }
         server.add_service(svc);
     }
-    server.add_service(service);
+    if !https_ports.is_empty() {
+        let mut http = HttpProxy::new(
+            Engine::new(reloader.router.clone(), reloader.metrics.clone()),
+            server.configuration.clone(),
+        );
+        http.handle_init_modules();
+        let mut svc = Service::new(
+            "citoroute-https".to_string(),
+            HttpsMux {
+                fast: H1Proxy::new(reloader.router.clone(), reloader.metrics.clone()),
+                http: Arc::new(http),
+            },
+        );
+        for (addr, tls) in https_ports {
+            svc.add_tls_with_settings(&addr, None, tls);
+        }
+        server.add_service(svc);
+    }
     for svc in muxes {
         server.add_service(svc);
     }

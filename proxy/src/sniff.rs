@@ -4,6 +4,7 @@
 //! preface decides.
 
 use crate::engine::Engine;
+use crate::h1_proxy::{ConnInfo, H1Proxy, Served};
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
@@ -20,7 +21,7 @@ const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct PlainMux {
     /// Plain HTTP/1.1 requests, until one needs `h1`.
-    pub fast: crate::h1_proxy::H1Proxy,
+    pub fast: H1Proxy,
     /// HTTP/1.x only.
     pub h1: Arc<HttpProxy<Engine>>,
     /// h2c prior knowledge.
@@ -62,7 +63,11 @@ impl ServerApp for PlainMux {
         let app = if h2 {
             &self.h2c
         } else {
-            l4 = self.fast.serve(l4, shutdown).await?;
+            let conn = ConnInfo::of(&l4);
+            match self.fast.serve(&mut l4, &conn, shutdown).await {
+                Served::Closed => return None,
+                Served::HandOff(unread) => l4.rewind(&unread),
+            }
             &self.h1
         };
         // Keep-alive: the HTTP app hands the connection back after each request.

@@ -32,6 +32,8 @@ pub struct TlsMux {
     /// Terminates for TLS listeners: no ALPN, the bytes inside are not ours to interpret.
     pub raw_acceptor: Acceptor,
     pub http: Arc<HttpProxy<Engine>>,
+    /// HTTP/1.1 inside terminated HTTPS, before `http`.
+    pub fast: crate::h1_proxy::H1Proxy,
     pub metrics: Arc<Metrics>,
 }
 
@@ -267,11 +269,7 @@ impl ServerApp for TlsMux {
             }
             TlsDecision::Http => {
                 let tls = self.acceptor.tls_handshake(l4).await.ok()?;
-                // Keep-alive: the HTTP app hands the connection back after each request.
-                let mut next: Stream = Box::new(tls);
-                loop {
-                    next = self.http.process_new(next, shutdown).await?;
-                }
+                crate::https::serve(&self.fast, &self.http, Box::new(tls), shutdown).await
             }
         }
     }

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const CONFIG: &str = r#"
@@ -212,7 +212,11 @@ struct Reply {
 }
 
 /// Reads one response to a request of `method` from `buf`/`s`, decoding a chunked body.
-async fn read_reply(s: &mut TcpStream, buf: &mut Vec<u8>, method: &str) -> Option<Reply> {
+async fn read_reply<S: AsyncRead + Unpin>(
+    s: &mut S,
+    buf: &mut Vec<u8>,
+    method: &str,
+) -> Option<Reply> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         if let Some(r) = parse_reply(buf, method) {
@@ -319,7 +323,12 @@ async fn setup() -> (Origin, Proxy, SocketAddr) {
     (origin, proxy, addr(port))
 }
 
-async fn exchange(s: &mut TcpStream, buf: &mut Vec<u8>, method: &str, req: &str) -> Reply {
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    buf: &mut Vec<u8>,
+    method: &str,
+    req: &str,
+) -> Reply {
     s.write_all(req.as_bytes()).await.unwrap();
     read_reply(s, buf, method)
         .await
@@ -530,6 +539,66 @@ async fn an_unreachable_backend_gets_503_and_a_closed_connection() {
             .await,
         1.0,
         "one attempt: the only endpoint"
+    );
+    proxy.assert_alive();
+}
+
+/// Over TLS the plain path serves HTTP/1.1 too; a request it does not take hands the
+/// connection to Pingora with the decrypted bytes put back in front.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_h1_is_served_and_handed_off_mid_connection() {
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new();
+    let leaf = pki.leaf(dir.path(), "web", "plain.test");
+    let port = free_port();
+    let body = fill(
+        r#"
+[[listeners]]
+name = "web"
+address = "127.0.0.1"
+port = @PORT
+protocol = "HTTPS"
+tls = { certificates = ["web"] }
+
+[certificates.web]
+cert_file = "@CERT"
+key_file = "@KEY"
+
+[backends.origin]
+endpoints = ["@ORIGIN"]
+
+[[http_routes]]
+name = "plain"
+listeners = ["web"]
+
+[[http_routes.rules]]
+backends = [{ backend = "origin" }]
+"#,
+        &[
+            ("@PORT", port.to_string()),
+            ("@CERT", leaf.cert_file.display().to_string()),
+            ("@KEY", leaf.key_file.display().to_string()),
+            ("@ORIGIN", origin.addr.to_string()),
+        ],
+    );
+    let mut proxy = Proxy::start_in(dir, &body, &[port]).await;
+    let mut s = tls_connect(addr(port), "plain.test", &pki.root(), &[b"http/1.1"])
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    for _ in 0..3 {
+        let r = exchange(&mut s, &mut buf, "GET", &get("plain.test", "/cl")).await;
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
+    }
+    let chunked = "POST /echo HTTP/1.1\r\nHost: plain.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+    let r = exchange(&mut s, &mut buf, "POST", chunked).await;
+    assert_eq!(r.status, 200);
+    assert!(String::from_utf8_lossy(&r.body).ends_with("3\r\nabc\r\n0\r\n\r\n"));
+    let r = exchange(&mut s, &mut buf, "GET", &get("plain.test", "/chunked")).await;
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, &b"hello0123456789abcdef"[..])
     );
     proxy.assert_alive();
 }
