@@ -48,6 +48,8 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// A pooled upstream connection idle longer than this is closed instead of reused.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a worker's pool is swept of expired connections (on its next use).
+const POOL_SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Idle connections kept per upstream endpoint and worker thread.
 const POOL_MAX_IDLE: usize = 256;
 /// The most a body read takes at once.
@@ -107,6 +109,8 @@ impl H1Proxy {
                 .await;
             buf.drain(..plan.len);
             if !keep_alive || *shutdown.borrow() {
+                // A FIN after the last response rather than a reset, for the client's sake.
+                let _ = down.shutdown().await;
                 return Served::Closed;
             }
         }
@@ -990,6 +994,8 @@ impl Chunked {
 #[derive(Default)]
 struct Pool {
     idle: HashMap<SocketAddr, Vec<(TcpStream, Instant)>, foldhash::fast::RandomState>,
+    /// When every endpoint's list was last cleared of expired connections.
+    swept: Option<Instant>,
 }
 
 thread_local! {
@@ -1028,6 +1034,18 @@ fn pool_take(addr: SocketAddr, now: Instant) -> Option<TcpStream> {
 fn pool_put(addr: SocketAddr, conn: TcpStream, now: Instant) {
     POOL.with(|p| {
         let mut pool = p.borrow_mut();
+        // Endpoints that left the config are never taken from again: their connections are
+        // closed by a sweep of the whole pool every few seconds.
+        if pool
+            .swept
+            .is_none_or(|t| now.duration_since(t) > POOL_SWEEP_EVERY)
+        {
+            pool.swept = Some(now);
+            pool.idle.retain(|_, list| {
+                list.retain(|(_, since)| now.duration_since(*since) <= POOL_IDLE_TIMEOUT);
+                !list.is_empty()
+            });
+        }
         let list = pool.idle.entry(addr).or_default();
         // The oldest connection is at the front: drop it once it has idled too long.
         if list
@@ -1251,6 +1269,45 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "GET /a HTTP/1.1\r\nHost: x\r\nx-old: set\r\nx-new: added\r\n\r\n"
         );
+    }
+
+    #[tokio::test]
+    async fn the_pool_reuses_live_connections_and_sweeps_expired_ones() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gone = listener.local_addr().unwrap();
+        let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let kept = other.local_addr().unwrap();
+        let t0 = Instant::now();
+        let a = TcpStream::connect(gone).await.unwrap();
+        let (_a_peer, _) = listener.accept().await.unwrap();
+        pool_put(gone, a, t0);
+        assert!(
+            pool_take(gone, t0).is_some(),
+            "a live idle connection is reused"
+        );
+        let a = TcpStream::connect(gone).await.unwrap();
+        let (a_peer, _) = listener.accept().await.unwrap();
+        pool_put(gone, a, t0);
+        // The backend closes it while idle: not handed out.
+        drop(a_peer);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            pool_take(gone, t0).is_none(),
+            "a closed idle connection is dropped"
+        );
+        // An endpoint nobody asks for again is swept once its connections expire.
+        let a = TcpStream::connect(gone).await.unwrap();
+        let (_a_peer, _) = listener.accept().await.unwrap();
+        pool_put(gone, a, t0);
+        let later = t0 + POOL_IDLE_TIMEOUT + POOL_SWEEP_EVERY + Duration::from_secs(1);
+        let b = TcpStream::connect(kept).await.unwrap();
+        let (_b_peer, _) = other.accept().await.unwrap();
+        pool_put(kept, b, later);
+        POOL.with(|p| {
+            let pool = p.borrow();
+            assert!(!pool.idle.contains_key(&gone), "expired endpoint swept");
+            assert_eq!(pool.idle.get(&kept).map(Vec::len), Some(1));
+        });
     }
 
     #[test]
