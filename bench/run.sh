@@ -6,6 +6,8 @@
 #   SKIP_BUILD=1 bench/run.sh    reuse the release binary already built
 #   PERF=1 bench/run.sh          also record a perf profile of citoroute-proxy at max load
 #   SKIP_BUILD=1 PROXY_BIN=/path/to/citoroute-proxy bench/run.sh   measure another build
+#   TLS=1 bench/run.sh           both proxies terminate TLS (self-signed, made here with
+#                                openssl); clients speak HTTP/1.1 over TLS, the origin stays plain
 #
 # What runs where (on a 2-core machine):
 #   core LOADGEN_CPU (0): the origin nginx (1 worker) and the load generator (wrk / h2load)
@@ -32,6 +34,7 @@ REPEATS=${REPEATS:-3}           # max-throughput runs per target (median reporte
 RATE_PROCS=${RATE_PROCS:-8}     # h2load processes (one connection each) in the fixed-rate runs
 LOADGEN_CPU=${LOADGEN_CPU:-0}
 PROXY_CPU=${PROXY_CPU:-1}
+TLS=${TLS:-0}                   # 1: the proxies listen with TLS
 NICE=${NICE:--10}               # niceness of the sessions the benchmark starts (root only), so
                                 # that builds running beside it steal little CPU; 0 disables
 
@@ -82,6 +85,19 @@ read -r PORT_ORIGIN PORT_CITO PORT_NGINX PORT_ADMIN < <(free_ports 4)
 
 # ---------------------------------------------------------------- configs
 mkdir -p "$TMP/origin" "$TMP/nginx" "$TMP/cito" "$TMP/raw"
+NGINX_TLS=";"
+SCHEME=http
+if [ "$TLS" = 1 ]; then
+  SCHEME=https
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
+    -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
+    -keyout "$TMP/key.pem" -out "$TMP/cert.pem" 2>/dev/null || die "openssl could not make a certificate"
+  NGINX_TLS=" ssl; ssl_certificate $TMP/cert.pem; ssl_certificate_key $TMP/key.pem;"
+fi
+# url TARGET: where the load goes (the origin is always plain HTTP).
+url() {
+  if [ "$1" = direct ]; then echo "http://127.0.0.1:${PORT[$1]}/"; else echo "$SCHEME://127.0.0.1:${PORT[$1]}/"; fi
+}
 {
   nginx_head "$TMP/origin"
   cat <<EOF
@@ -103,7 +119,7 @@ EOF
     keepalive_requests 1000000;
   }
   server {
-    listen 127.0.0.1:$PORT_NGINX;
+    listen 127.0.0.1:$PORT_NGINX$NGINX_TLS
     location / {
       proxy_pass http://origin;
       proxy_http_version 1.1;
@@ -115,6 +131,11 @@ EOF
 } >"$TMP/nginx/nginx.conf"
 
 proxy_config "$PORT_ADMIN" "$PORT_CITO" "$PORT_ORIGIN" >"$TMP/cito/config.toml"
+if [ "$TLS" = 1 ]; then
+  sed -i 's/^protocol = "HTTP"$/protocol = "HTTPS"\ntls = { certificates = ["bench"] }/' "$TMP/cito/config.toml"
+  printf '\n[certificates.bench]\ncert_file = "%s"\nkey_file = "%s"\n' "$TMP/cert.pem" "$TMP/key.pem" \
+    >>"$TMP/cito/config.toml"
+fi
 "$PROXY_BIN" check "$TMP/cito/config.toml" >/dev/null
 
 # ---------------------------------------------------------------- start
@@ -128,17 +149,17 @@ TMPDIR="$TMP/cito" RUST_LOG=warn "${PIN_PROXY[@]}" "$PROXY_BIN" --config "$TMP/c
   >"$TMP/cito/stdout.log" 2>&1 &
 PID_CITO=$!; PIDS+=("$PID_CITO"); boost "$PID_CITO"
 
-wait_ok() { # $1 = port, $2 = name
+wait_ok() { # $1 = port, $2 = name, $3 = scheme
   for _ in $(seq 1 100); do
-    if [ "$(curl -s --max-time 1 "http://127.0.0.1:$1/" 2>/dev/null)" = ok ]; then return 0; fi
+    if [ "$(curl -sk --max-time 1 "${3:-http}://127.0.0.1:$1/" 2>/dev/null)" = ok ]; then return 0; fi
     sleep 0.1
   done
   cat "$TMP"/*/error.log "$TMP"/*/stdout.log >&2 2>/dev/null || true
   die "$2 on port $1 did not answer 'ok'"
 }
 wait_ok "$PORT_ORIGIN" origin
-wait_ok "$PORT_CITO" citoroute
-wait_ok "$PORT_NGINX" nginx
+wait_ok "$PORT_CITO" citoroute "$SCHEME"
+wait_ok "$PORT_NGINX" nginx "$SCHEME"
 log "origin :$PORT_ORIGIN (pid $PID_ORIGIN), citoroute :$PORT_CITO (pid $PID_CITO), nginx :$PORT_NGINX (pid $PID_NGINX)"
 
 declare -A PORT=([direct]=$PORT_ORIGIN [citoroute]=$PORT_CITO [nginx]=$PORT_NGINX)
@@ -154,7 +175,7 @@ run_wrk() { # $1 = target, $2 = seconds, $3 = raw file
   local u0 s0 u1 s1 a0 a1 b0 b1 rps n p50 p99 non2xx sockerr
   read -r u0 s0 < <(ticks "${PROC[$1]}"); read -r a0 at0 < <(cpu_jiffies "$LOADGEN_CPU"); read -r b0 bt0 < <(cpu_jiffies "$PROXY_CPU")
   "${PIN_LOAD[@]}" wrk -t "$WRK_THREADS" -c "$CONNS" -d "${2}s" --latency \
-    "http://127.0.0.1:${PORT[$1]}/" >"$3" 2>&1 &
+    "$(url "$1")" >"$3" 2>&1 &
   LOADGEN=$!; boost "$LOADGEN"; wait "$LOADGEN" || true; LOADGEN=
   read -r u1 s1 < <(ticks "${PROC[$1]}"); read -r a1 at1 < <(cpu_jiffies "$LOADGEN_CPU"); read -r b1 bt1 < <(cpu_jiffies "$PROXY_CPU")
   rps=$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' "$3")
@@ -180,7 +201,7 @@ run_rate() { # $1 = target, $2 = total rps, $3 = raw file prefix
   for i in $(seq 1 "$RATE_PROCS"); do
     rm -f "$3.$i.log" # h2load appends to an existing log file
     "${PIN_LOAD[@]}" h2load --h1 -t 1 -c 1 --rps="$per" -D "$DURATION" --warm-up-time=1 \
-      --log-file="$3.$i.log" "http://127.0.0.1:${PORT[$1]}/" >"$3.$i.txt" 2>&1 &
+      --log-file="$3.$i.log" "$(url "$1")" >"$3.$i.txt" 2>&1 &
     pids+=($!)
     boost "$!"
     sleep "0.0$((RANDOM % 9 + 1))"
@@ -210,6 +231,9 @@ median_index() { # stdin: "value index" lines; prints the index of the median va
   echo "CitoRoute proxy benchmark — $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r)"
   echo "pinning: $PINNING"
+  if [ "$TLS" = 1 ]; then
+    echo "TLS: both proxies terminate TLS (P-256 self-signed); clients send HTTP/1.1 over TLS; origin plain HTTP"
+  fi
   echo "tools: $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}'), $(h2load --version 2>&1 | head -1)"
   echo "citoroute: $("$PROXY_BIN" --version 2>/dev/null || echo unknown), worker_threads = 1, access_log = false"
   echo "load: wrk -t $WRK_THREADS -c $CONNS -d ${DURATION}s --latency (x$REPEATS, median); $RATE_PROCS x h2load --h1 -c 1 --rps=R/$RATE_PROCS -D $DURATION --warm-up-time=1"
