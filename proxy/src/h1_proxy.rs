@@ -1,19 +1,21 @@
-//! Plaintext HTTP/1.1 proxying of the common request, beside Pingora's generic path.
+//! HTTP/1.1 proxying of the common request, beside Pingora's generic path (plaintext, and
+//! inside TLS once the handshake chose http/1.1).
 //!
 //! Why: with one worker and small keep-alive responses, Pingora's HTTP/1 path spends about 80k
 //! instructions a request (a 14 KB future moved per request, header maps built and cloned, a
 //! task pair and a channel, an idle-watch task and a timer per pooled connection), four times
 //! nginx. This loop routes on the `httparse` view of the request, forwards the request and
-//! response heads as the bytes that came in (rebuilt only when a header modifier applies), and
-//! keeps upstream connections in a pool per worker thread, which needs no lock because each
-//! worker runs its own single-threaded runtime.
+//! response heads as the bytes that came in (rebuilt only when a header modifier or a URL
+//! rewrite applies), and keeps upstream connections in a pool per worker thread, which needs
+//! no lock because each worker runs its own single-threaded runtime.
 //!
 //! It serves only what it fully implements: HTTP/1.1 requests with a plain Host, no
 //! `Transfer-Encoding`, `Expect` or `Upgrade`, a whole body of known length, and a rule whose
-//! filters are header modifiers at most and whose backends are plaintext HTTP/1
-//! ([`crate::router::Rule::plain_h1`]). Any other request hands the connection, with every
-//! byte read so far put back, to Pingora for the rest of its life, so 404s, 400s, redirects,
-//! mirrors, retries on status codes, TLS and h2 backends keep exactly Pingora's behaviour.
+//! filters are header modifiers and URL rewrites at most and whose backends are plaintext
+//! HTTP/1 ([`crate::router::Rule::plain_h1`]). Any other request hands the connection, with
+//! every byte read so far put back, to Pingora for the rest of its life, so 404s, 400s, 421s,
+//! redirects, mirrors, CORS, retries on status codes, TLS and h2 backends keep exactly
+//! Pingora's behaviour.
 
 use crate::backend::{BackendSet, now_nanos};
 use crate::engine::{AccessEntry, DEFAULT_CONNECT_ATTEMPTS, log_access, valid_host};
@@ -57,7 +59,7 @@ const MAX_BODY_READ: usize = 64 * 1024;
 /// Buffer capacity a connection starts with, for each direction.
 const INITIAL_BUFFER: usize = 4096;
 
-/// Serves the plain requests of plaintext HTTP/1 connections.
+/// Serves the plain requests of HTTP/1.1 connections, in plaintext or inside TLS.
 pub struct H1Proxy {
     router: Arc<ArcSwap<Router>>,
     metrics: Arc<Metrics>,
