@@ -1273,6 +1273,14 @@ mod tests {
         );
     }
 
+    /// A connection to `listener` and the listener's end of it.
+    async fn connected(listener: &tokio::net::TcpListener) -> (TcpStream, TcpStream) {
+        let ours = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        (ours, listener.accept().await.unwrap().0)
+    }
+
     #[tokio::test]
     async fn the_pool_reuses_live_connections_and_sweeps_expired_ones() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1280,30 +1288,25 @@ mod tests {
         let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let kept = other.local_addr().unwrap();
         let t0 = Instant::now();
-        let a = TcpStream::connect(gone).await.unwrap();
-        let (_a_peer, _) = listener.accept().await.unwrap();
+
+        let (a, _a_peer) = connected(&listener).await;
         pool_put(gone, a, t0);
-        assert!(
-            pool_take(gone, t0).is_some(),
-            "a live idle connection is reused"
-        );
-        let a = TcpStream::connect(gone).await.unwrap();
-        let (a_peer, _) = listener.accept().await.unwrap();
-        pool_put(gone, a, t0);
+        let reused = pool_take(gone, t0);
+        assert!(reused.is_some(), "a live idle connection is reused");
+
         // The backend closes it while idle: not handed out.
+        let (a, a_peer) = connected(&listener).await;
+        pool_put(gone, a, t0);
         drop(a_peer);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(
-            pool_take(gone, t0).is_none(),
-            "a closed idle connection is dropped"
-        );
+        let closed = pool_take(gone, t0);
+        assert!(closed.is_none(), "a closed idle connection is dropped");
+
         // An endpoint nobody asks for again is swept once its connections expire.
-        let a = TcpStream::connect(gone).await.unwrap();
-        let (_a_peer, _) = listener.accept().await.unwrap();
+        let (a, _a_peer) = connected(&listener).await;
         pool_put(gone, a, t0);
         let later = t0 + POOL_IDLE_TIMEOUT + POOL_SWEEP_EVERY + Duration::from_secs(1);
-        let b = TcpStream::connect(kept).await.unwrap();
-        let (_b_peer, _) = other.accept().await.unwrap();
+        let (b, _b_peer) = connected(&other).await;
         pool_put(kept, b, later);
         POOL.with(|p| {
             let pool = p.borrow();
