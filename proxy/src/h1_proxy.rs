@@ -657,7 +657,15 @@ async fn exchange_head(
 ) -> Result<(TcpStream, ResponseHead), UpstreamError> {
     let mut up = up?;
     up_buf.clear();
-    if up.write_all(request).await.is_err() {
+    // The backend's timeout bounds the write too, as on the engine path.
+    let written = match timeout {
+        None => up.write_all(request).await.is_ok(),
+        Some(t) => match tokio::time::timeout(t, up.write_all(request)).await {
+            Ok(r) => r.is_ok(),
+            Err(_) => return Err(UpstreamError::Timeout),
+        },
+    };
+    if !written {
         return Err(UpstreamError::Stale);
     }
     let head = read_head(&mut up, up_buf, timeout, head_request).await?;
@@ -705,9 +713,16 @@ async fn read_some<R: AsyncRead + Unpin>(
     read.map_err(|_| UpstreamError::Invalid)
 }
 
+/// Writes to the client. A client that stops reading for [`CLIENT_TIMEOUT`] is given up on (the
+/// timer is only armed when the write has to wait).
 async fn write_flush<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
-    w.write_all(bytes).await?;
-    w.flush().await
+    let write = async {
+        w.write_all(bytes).await?;
+        w.flush().await
+    };
+    tokio::time::timeout(CLIENT_TIMEOUT, write)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
 /// Room for at least 1 KiB more (the buffers only grow up to their callers' limits).
