@@ -56,8 +56,8 @@ const POOL_SWEEP_EVERY: Duration = Duration::from_secs(5);
 const POOL_MAX_IDLE: usize = 256;
 /// The most a body read takes at once.
 const MAX_BODY_READ: usize = 64 * 1024;
-/// Buffer capacity a connection starts with, for each direction.
-const INITIAL_BUFFER: usize = 4096;
+/// Buffer capacity a connection starts with, for each direction; a larger head or body grows it.
+const INITIAL_BUFFER: usize = 2048;
 
 /// Serves the plain requests of HTTP/1.1 connections, in plaintext or inside TLS.
 pub struct H1Proxy {
@@ -82,7 +82,9 @@ impl H1Proxy {
             return Served::HandOff(Vec::new());
         }
         let mut buf: Vec<u8> = Vec::with_capacity(INITIAL_BUFFER);
-        let mut up_buf: Vec<u8> = Vec::with_capacity(INITIAL_BUFFER);
+        // The response buffer lives only while a request is in flight: an idle connection
+        // keeps just `buf`.
+        let mut up_buf: Vec<u8> = Vec::new();
         loop {
             let plan = loop {
                 if !buf.is_empty() {
@@ -106,10 +108,15 @@ impl H1Proxy {
                     _ => return Served::Closed,
                 }
             };
+            up_buf.reserve(INITIAL_BUFFER);
             let keep_alive = self
                 .proxy(down, &buf[..plan.len], &plan, conn, &mut up_buf)
                 .await;
+            up_buf = Vec::new();
             buf.drain(..plan.len);
+            if buf.capacity() > MAX_REQUEST_BYTES && buf.len() <= INITIAL_BUFFER {
+                buf.shrink_to(INITIAL_BUFFER);
+            }
             if !keep_alive || *shutdown.borrow() {
                 // A FIN after the last response rather than a reset, for the client's sake.
                 let _ = down.shutdown().await;

@@ -15,6 +15,7 @@ use crate::tlsroute::TlsMux;
 use citoroute_config::ListenerProtocol;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::Server;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::services::listening::Service;
@@ -204,7 +205,7 @@ pub fn run_with(
                 metrics: reloader.metrics.clone(),
             };
             let mut svc = Service::new(format!("citoroute-tls-{port}"), mux);
-            svc.add_tcp(&addr);
+            svc.add_listener(listener(&addr));
             muxes.push(svc);
             continue;
         }
@@ -236,7 +237,7 @@ pub fn run_with(
             },
         );
         for addr in &plain_addrs {
-            svc.add_tcp(addr);
+            svc.add_listener(listener(addr));
         }
         server.add_service(svc);
     }
@@ -254,7 +255,7 @@ pub fn run_with(
             },
         );
         for (addr, tls) in https_ports {
-            svc.add_tls_with_settings(&addr, None, tls);
+            svc.add_listener(listener(&addr).tls(tls));
         }
         server.add_service(svc);
     }
@@ -302,4 +303,12 @@ pub fn run_with(
 
     tracing::info!(threads, "citoroute-proxy serving");
     server.run_forever()
+}
+
+/// A listening socket without Pingora's per-connection 64 KiB read buffer: every reader above
+/// it (the plain path, Pingora's HTTP/1 and TLS) reads into buffers of its own, so that buffer
+/// only cost memory (about 64 KiB per idle connection) and a copy per read. Pingora's small
+/// write buffer stays: it joins a response head and body into one write.
+fn listener(addr: &str) -> ListenerConfig {
+    ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::default().read(0))
 }
