@@ -446,7 +446,7 @@ impl H1Proxy {
         let mut framing = head.framing;
         let avail = up_buf.len() - body_start;
         let (taken, mut ended) = framing.consume(&up_buf[body_start..]);
-        let mut upstream_reusable = head.upstream_keep_alive && taken == avail;
+        let mut upstream_reusable = head.keep_alive && taken == avail;
         let result = match first.as_mut() {
             Some(h) => {
                 h.extend_from_slice(&up_buf[body_start..body_start + taken]);
@@ -496,7 +496,7 @@ impl H1Proxy {
         if upstream_reusable {
             pool_put(set.endpoints[i].addr, up, plan.start);
         }
-        out.keep_alive = head.client_keep_alive;
+        out.keep_alive = head.keep_alive;
     }
 
     fn upstream_error(&self, set: &BackendSet, kind: &str) {
@@ -828,10 +828,9 @@ struct ResponseHead {
     status: u16,
     len: usize,
     framing: Framing,
-    /// HTTP/1.1 without `Connection: close`, and a body whose end is known.
-    upstream_keep_alive: bool,
-    /// Whether the client connection may carry another request after this response.
-    client_keep_alive: bool,
+    /// HTTP/1.1 without `Connection: close`, and a body whose end is known: both the
+    /// upstream connection and the client's may carry another request after this one.
+    keep_alive: bool,
     /// Every line ends in CRLF: the head may be forwarded as it came.
     canonical: bool,
 }
@@ -890,8 +889,7 @@ impl ResponseHead {
             status,
             len,
             framing,
-            upstream_keep_alive: !close && !until_close,
-            client_keep_alive: !close && !until_close,
+            keep_alive: !close && !until_close,
             canonical: crlf_only(&buf[..len]),
         }))
     }
@@ -1237,15 +1235,15 @@ mod tests {
     fn response_framing_follows_rfc_9112() {
         let head = |s: &str| ResponseHead::parse(s.as_bytes(), false).unwrap_or(None);
         let r = head("HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n").unwrap();
-        assert!(matches!(r.framing, Framing::Length(3)) && r.upstream_keep_alive);
+        assert!(matches!(r.framing, Framing::Length(3)) && r.keep_alive);
         let r = head("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n").unwrap();
         assert!(matches!(r.framing, Framing::Chunked(_)));
         let r = head("HTTP/1.1 200 OK\r\n\r\n").unwrap();
-        assert!(matches!(r.framing, Framing::UntilClose) && !r.client_keep_alive);
+        assert!(matches!(r.framing, Framing::UntilClose) && !r.keep_alive);
         let r = head("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n").unwrap();
-        assert!(!r.upstream_keep_alive);
+        assert!(!r.keep_alive);
         let r = head("HTTP/1.1 204 No Content\r\n\r\n").unwrap();
-        assert!(matches!(r.framing, Framing::Length(0)) && r.client_keep_alive);
+        assert!(matches!(r.framing, Framing::Length(0)) && r.keep_alive);
         let r = ResponseHead::parse(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n", true);
         assert!(matches!(r.unwrap().unwrap().framing, Framing::Length(0)));
         assert!(matches!(
@@ -1254,7 +1252,7 @@ mod tests {
         ));
         assert!(ResponseHead::parse(b"HTTP/1.1 2x0 OK\r\n\r\n", false).is_err());
         let r = head("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n");
-        assert!(!r.unwrap().client_keep_alive);
+        assert!(!r.unwrap().keep_alive);
         assert!(
             head("HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n").is_none()
         );
