@@ -52,8 +52,6 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a worker's pool is swept of expired connections (on its next use).
 const POOL_SWEEP_EVERY: Duration = Duration::from_secs(5);
-/// Idle connections kept per upstream endpoint and worker thread.
-const POOL_MAX_IDLE: usize = 256;
 /// The most a body read takes at once.
 const MAX_BODY_READ: usize = 64 * 1024;
 /// Buffer capacity a connection starts with, for each direction; a larger head or body grows it.
@@ -63,11 +61,24 @@ const INITIAL_BUFFER: usize = 2048;
 pub struct H1Proxy {
     router: Arc<ArcSwap<Router>>,
     metrics: Arc<Metrics>,
+    /// Idle upstream connections each worker thread keeps, all endpoints together.
+    pool_cap: usize,
 }
 
 impl H1Proxy {
-    pub fn new(router: Arc<ArcSwap<Router>>, metrics: Arc<Metrics>) -> Self {
-        H1Proxy { router, metrics }
+    /// `pool_size` is `runtime.upstream_keepalive_pool_size`, shared out over `threads`
+    /// workers (0 turns pooling off).
+    pub fn new(
+        router: Arc<ArcSwap<Router>>,
+        metrics: Arc<Metrics>,
+        pool_size: usize,
+        threads: usize,
+    ) -> Self {
+        H1Proxy {
+            router,
+            metrics,
+            pool_cap: pool_size.div_ceil(threads.max(1)),
+        }
     }
 
     /// Serves requests on `down` until the client leaves or a request needs Pingora's path:
@@ -494,7 +505,7 @@ impl H1Proxy {
             return;
         }
         if upstream_reusable {
-            pool_put(set.endpoints[i].addr, up, plan.start);
+            pool_put(set.endpoints[i].addr, up, plan.start, self.pool_cap);
         }
         out.keep_alive = head.keep_alive;
     }
@@ -1018,6 +1029,8 @@ struct Pool {
     idle: HashMap<SocketAddr, Vec<(TcpStream, Instant)>, foldhash::fast::RandomState>,
     /// When every endpoint's list was last cleared of expired connections.
     swept: Option<Instant>,
+    /// Connections in `idle`, all endpoints together.
+    count: usize,
 }
 
 thread_local! {
@@ -1031,9 +1044,12 @@ thread_local! {
 fn pool_take(addr: SocketAddr, now: Instant) -> Option<TcpStream> {
     POOL.with(|p| {
         let mut pool = p.borrow_mut();
+        let pool = &mut *pool;
         let list = pool.idle.get_mut(&addr)?;
         while let Some((conn, since)) = list.pop() {
+            pool.count -= 1;
             if now.duration_since(since) > POOL_IDLE_TIMEOUT {
+                pool.count -= list.len();
                 list.clear();
                 return None;
             }
@@ -1052,10 +1068,11 @@ fn pool_take(addr: SocketAddr, now: Instant) -> Option<TcpStream> {
 }
 
 /// Pools `conn`, idle since `now` (the clock read at the request's start will do: idle
-/// times are judged in tens of seconds).
-fn pool_put(addr: SocketAddr, conn: TcpStream, now: Instant) {
+/// times are judged in tens of seconds), unless the thread already keeps `cap` connections.
+fn pool_put(addr: SocketAddr, conn: TcpStream, now: Instant, cap: usize) {
     POOL.with(|p| {
         let mut pool = p.borrow_mut();
+        let pool = &mut *pool;
         // Endpoints that left the config are never taken from again: their connections are
         // closed by a sweep of the whole pool every few seconds.
         if pool
@@ -1067,6 +1084,7 @@ fn pool_put(addr: SocketAddr, conn: TcpStream, now: Instant) {
                 list.retain(|(_, since)| now.duration_since(*since) <= POOL_IDLE_TIMEOUT);
                 !list.is_empty()
             });
+            pool.count = pool.idle.values().map(Vec::len).sum();
         }
         let list = pool.idle.entry(addr).or_default();
         // The oldest connection is at the front: drop it once it has idled too long.
@@ -1075,9 +1093,11 @@ fn pool_put(addr: SocketAddr, conn: TcpStream, now: Instant) {
             .is_some_and(|(_, since)| now.duration_since(*since) > POOL_IDLE_TIMEOUT)
         {
             list.remove(0);
+            pool.count -= 1;
         }
-        if list.len() < POOL_MAX_IDLE {
+        if pool.count < cap {
             list.push((conn, now));
+            pool.count += 1;
         }
     })
 }
@@ -1310,13 +1330,13 @@ mod tests {
         let t0 = Instant::now();
 
         let (a, _a_peer) = connected(&listener).await;
-        pool_put(gone, a, t0);
+        pool_put(gone, a, t0, 8);
         let reused = pool_take(gone, t0);
         assert!(reused.is_some(), "a live idle connection is reused");
 
         // The backend closes it while idle: not handed out.
         let (a, a_peer) = connected(&listener).await;
-        pool_put(gone, a, t0);
+        pool_put(gone, a, t0, 8);
         drop(a_peer);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let closed = pool_take(gone, t0);
@@ -1324,15 +1344,28 @@ mod tests {
 
         // An endpoint nobody asks for again is swept once its connections expire.
         let (a, _a_peer) = connected(&listener).await;
-        pool_put(gone, a, t0);
+        pool_put(gone, a, t0, 8);
         let later = t0 + POOL_IDLE_TIMEOUT + POOL_SWEEP_EVERY + Duration::from_secs(1);
         let (b, _b_peer) = connected(&other).await;
-        pool_put(kept, b, later);
+        pool_put(kept, b, later, 8);
         POOL.with(|p| {
             let pool = p.borrow();
             assert!(!pool.idle.contains_key(&gone), "expired endpoint swept");
             assert_eq!(pool.idle.get(&kept).map(Vec::len), Some(1));
+            assert_eq!(pool.count, 1);
         });
+        // The thread's cap holds over all endpoints; 0 keeps nothing.
+        let (c, _c_peer) = connected(&listener).await;
+        pool_put(gone, c, later, 1);
+        assert!(pool_take(gone, later).is_none(), "over the cap: not pooled");
+        let (b, _b_peer) = connected(&other).await;
+        pool_put(kept, b, later, 0);
+        assert!(
+            pool_take(kept, later).is_some(),
+            "the first one is still there"
+        );
+        assert!(pool_take(kept, later).is_none(), "cap 0: not pooled");
+        POOL.with(|p| assert_eq!(p.borrow().count, 0));
     }
 
     #[test]

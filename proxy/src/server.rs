@@ -201,7 +201,12 @@ pub fn run_with(
                 acceptor: tls_settings(true)?.build(),
                 raw_acceptor: tls_settings(false)?.build(),
                 http: Arc::new(http),
-                fast: H1Proxy::new(reloader.router.clone(), reloader.metrics.clone()),
+                fast: H1Proxy::new(
+                    reloader.router.clone(),
+                    reloader.metrics.clone(),
+                    rt.upstream_keepalive_pool_size,
+                    threads,
+                ),
                 metrics: reloader.metrics.clone(),
             };
             let mut svc = Service::new(format!("citoroute-tls-{port}"), mux);
@@ -231,7 +236,12 @@ pub fn run_with(
         let mut svc = Service::new(
             "citoroute-http".to_string(),
             PlainMux {
-                fast: H1Proxy::new(reloader.router.clone(), reloader.metrics.clone()),
+                fast: H1Proxy::new(
+                    reloader.router.clone(),
+                    reloader.metrics.clone(),
+                    rt.upstream_keepalive_pool_size,
+                    threads,
+                ),
                 h1: make(false),
                 h2c: make(true),
             },
@@ -250,7 +260,12 @@ pub fn run_with(
         let mut svc = Service::new(
             "citoroute-https".to_string(),
             HttpsMux {
-                fast: H1Proxy::new(reloader.router.clone(), reloader.metrics.clone()),
+                fast: H1Proxy::new(
+                    reloader.router.clone(),
+                    reloader.metrics.clone(),
+                    rt.upstream_keepalive_pool_size,
+                    threads,
+                ),
                 http: Arc::new(http),
             },
         );
