@@ -254,8 +254,9 @@ impl H1Proxy {
         let edited = (mods.iter().any(Option::is_some) || rewrite.is_some()).then(|| {
             let edit = HeadEdit {
                 mods: &mods,
-                first_line: target.as_deref(),
+                first_line: target.as_deref().map(str::as_bytes),
                 host: new_host,
+                drop_connection: false,
             };
             let mut r = rebuild_head(&buf[..head_len], req.headers, &edit);
             r.extend_from_slice(&buf[head_len..len]);
@@ -434,8 +435,12 @@ impl H1Proxy {
             rule_backend.filters.response_headers.as_deref(),
         ];
         let body_start = head.len;
-        let mut first = match (mods.iter().any(Option::is_some), head.canonical) {
-            (false, true) => None,
+        let mut first = match (
+            mods.iter().any(Option::is_some),
+            head.canonical,
+            head.reframe,
+        ) {
+            (false, true, false) => None,
             _ => {
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
                 let mut resp = httparse::Response::new(&mut headers);
@@ -445,10 +450,16 @@ impl H1Proxy {
                         .fail(down, out, 502, "invalid response from backend")
                         .await;
                 }
+                // "HTTP/1.0 200 OK" → "HTTP/1.1 200 OK": the client's connection stays open.
+                let status_line = head.reframe.then(|| {
+                    let line = first_line(&up_buf[..head.len]);
+                    [&b"HTTP/1.1"[..], line.get(8..).unwrap_or(b"")].concat()
+                });
                 let edit = HeadEdit {
                     mods: &mods,
-                    first_line: None,
+                    first_line: status_line.as_deref(),
                     host: None,
+                    drop_connection: head.reframe,
                 };
                 Some(rebuild_head(&up_buf[..head.len], resp.headers, &edit))
             }
@@ -457,7 +468,7 @@ impl H1Proxy {
         let mut framing = head.framing;
         let avail = up_buf.len() - body_start;
         let (taken, mut ended) = framing.consume(&up_buf[body_start..]);
-        let mut upstream_reusable = head.keep_alive && taken == avail;
+        let mut upstream_reusable = head.reusable && taken == avail;
         let result = match first.as_mut() {
             Some(h) => {
                 h.extend_from_slice(&up_buf[body_start..body_start + taken]);
@@ -507,7 +518,7 @@ impl H1Proxy {
         if upstream_reusable {
             pool_put(set.endpoints[i].addr, up, plan.start, self.pool_cap);
         }
-        out.keep_alive = head.keep_alive;
+        out.keep_alive = head.client_keep_alive;
     }
 
     fn upstream_error(&self, set: &BackendSet, kind: &str) {
@@ -777,20 +788,23 @@ fn crlf_only(head: &[u8]) -> bool {
 /// request line and Host.
 struct HeadEdit<'a> {
     mods: &'a [Option<&'a HeaderMods>],
-    first_line: Option<&'a str>,
+    first_line: Option<&'a [u8]>,
     host: Option<&'a str>,
+    /// Leave out `Connection` and `Keep-Alive` (a response re-framed as HTTP/1.1 keep-alive).
+    drop_connection: bool,
+}
+
+/// A head's first line, without its line end.
+fn first_line(head: &[u8]) -> &[u8] {
+    head.iter()
+        .position(|&b| b == b'\n')
+        .map(|i| head[..i].strip_suffix(b"\r").unwrap_or(&head[..i]))
+        .unwrap_or(head)
 }
 
 /// A head's first line, then its headers, edited; then the blank line.
 fn rebuild_head(head: &[u8], headers: &[httparse::Header<'_>], edit: &HeadEdit<'_>) -> Vec<u8> {
-    let first_line = match edit.first_line {
-        Some(line) => line.as_bytes(),
-        None => head
-            .iter()
-            .position(|&b| b == b'\n')
-            .map(|i| head[..i].strip_suffix(b"\r").unwrap_or(&head[..i]))
-            .unwrap_or(head),
-    };
+    let first_line = edit.first_line.unwrap_or_else(|| first_line(head));
     let mut edited = EditedHeaders(
         headers
             .iter()
@@ -799,6 +813,10 @@ fn rebuild_head(head: &[u8], headers: &[httparse::Header<'_>], edit: &HeadEdit<'
     );
     for m in edit.mods.iter().flatten() {
         m.apply(&mut edited);
+    }
+    if edit.drop_connection {
+        edited.remove(&http::header::CONNECTION);
+        edited.remove(&HeaderName::from_static("keep-alive"));
     }
     if let Some(host) = edit.host {
         edited.remove(&http::header::HOST);
@@ -839,9 +857,15 @@ struct ResponseHead {
     status: u16,
     len: usize,
     framing: Framing,
-    /// HTTP/1.1 without `Connection: close`, and a body whose end is known: both the
-    /// upstream connection and the client's may carry another request after this one.
-    keep_alive: bool,
+    /// HTTP/1.1 without `Connection: close`, and a body whose end is known: the upstream
+    /// connection may carry another request.
+    reusable: bool,
+    /// The backend ends its connection (HTTP/1.0 or `Connection: close`) but the body's end
+    /// is known: the head goes to the client as HTTP/1.1 without `Connection`, so the client's
+    /// connection need not end too (as on Pingora's path).
+    reframe: bool,
+    /// The body's end is known without the connection closing.
+    client_keep_alive: bool,
     /// Every line ends in CRLF: the head may be forwarded as it came.
     canonical: bool,
 }
@@ -900,7 +924,9 @@ impl ResponseHead {
             status,
             len,
             framing,
-            keep_alive: !close && !until_close,
+            reusable: !close && !until_close,
+            reframe: close && !until_close,
+            client_keep_alive: !until_close,
             canonical: crlf_only(&buf[..len]),
         }))
     }
@@ -1255,15 +1281,15 @@ mod tests {
     fn response_framing_follows_rfc_9112() {
         let head = |s: &str| ResponseHead::parse(s.as_bytes(), false).unwrap_or(None);
         let r = head("HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n").unwrap();
-        assert!(matches!(r.framing, Framing::Length(3)) && r.keep_alive);
+        assert!(matches!(r.framing, Framing::Length(3)) && r.reusable && !r.reframe);
         let r = head("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n").unwrap();
         assert!(matches!(r.framing, Framing::Chunked(_)));
         let r = head("HTTP/1.1 200 OK\r\n\r\n").unwrap();
-        assert!(matches!(r.framing, Framing::UntilClose) && !r.keep_alive);
+        assert!(matches!(r.framing, Framing::UntilClose) && !r.client_keep_alive);
         let r = head("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n").unwrap();
-        assert!(!r.keep_alive);
+        assert!(!r.reusable && r.reframe && r.client_keep_alive);
         let r = head("HTTP/1.1 204 No Content\r\n\r\n").unwrap();
-        assert!(matches!(r.framing, Framing::Length(0)) && r.keep_alive);
+        assert!(matches!(r.framing, Framing::Length(0)) && r.reusable);
         let r = ResponseHead::parse(b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n", true);
         assert!(matches!(r.unwrap().unwrap().framing, Framing::Length(0)));
         assert!(matches!(
@@ -1272,7 +1298,8 @@ mod tests {
         ));
         assert!(ResponseHead::parse(b"HTTP/1.1 2x0 OK\r\n\r\n", false).is_err());
         let r = head("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n");
-        assert!(!r.unwrap().keep_alive);
+        let r = r.unwrap();
+        assert!(!r.reusable && r.reframe && r.client_keep_alive);
         assert!(
             head("HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n").is_none()
         );
@@ -1305,6 +1332,7 @@ mod tests {
             mods: &[Some(&mods), None],
             first_line: None,
             host: None,
+            drop_connection: false,
         };
         let out = rebuild_head(head, req.headers, &edit);
         assert_eq!(

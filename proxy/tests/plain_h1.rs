@@ -188,6 +188,19 @@ async fn serve_origin(mut s: TcpStream) {
                 s.write_all(b"close").await.unwrap();
                 return;
             }
+            "/http10" => {
+                // An HTTP/1.0 server: one response per connection.
+                s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\n1.0\n")
+                    .await
+                    .unwrap();
+                return;
+            }
+            "/conn-close" => {
+                s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nX-Kept: yes\r\nContent-Length: 6\r\n\r\nclose\n")
+                    .await
+                    .unwrap();
+                return;
+            }
             "/then-close" => {
                 // Keep-alive by the headers, yet closed right after: a pooled connection the
                 // proxy will find dead.
@@ -435,6 +448,27 @@ async fn a_backend_closing_pooled_connections_costs_no_failed_request() {
             .await,
         0.0
     );
+    proxy.assert_alive();
+}
+
+/// A backend that ends its connection after each response (HTTP/1.0, or `Connection: close`)
+/// with a framed body does not end the client's: the head goes on as HTTP/1.1 keep-alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closing_backend_does_not_close_the_client_connection() {
+    let (origin, mut proxy, at) = setup().await;
+    let mut s = TcpStream::connect(at).await.unwrap();
+    let mut buf = Vec::new();
+    for _ in 0..3 {
+        let r = exchange(&mut s, &mut buf, "GET", &get("plain.test", "/http10")).await;
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"1.0\n"[..]));
+        assert!(r.head.starts_with("HTTP/1.1 200 OK\r\n"), "{}", r.head);
+        let r = exchange(&mut s, &mut buf, "GET", &get("plain.test", "/conn-close")).await;
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"close\n"[..]));
+        assert!(r.head.contains("X-Kept: yes"), "{}", r.head);
+        assert!(!r.head.to_lowercase().contains("connection"), "{}", r.head);
+    }
+    // Six responses on one client connection, six backend connections.
+    assert_eq!(origin.connections.load(Ordering::SeqCst), 6);
     proxy.assert_alive();
 }
 
