@@ -47,6 +47,45 @@ pub struct BackendSet {
 /// An attempt's endpoint (an index into `endpoints`) and its breaker admission, if any.
 pub type Chosen = (usize, Option<(Arc<CircuitBreaker>, Admission)>);
 
+/// A breaker admission resolved exactly once: as a success or failure, or as cancelled (the
+/// request ended without an outcome) when it is dropped unresolved.
+#[derive(Debug, Default)]
+pub struct Admitted(Option<(Arc<CircuitBreaker>, Admission)>);
+
+impl Admitted {
+    pub fn new(admission: Option<(Arc<CircuitBreaker>, Admission)>) -> Self {
+        Admitted(admission)
+    }
+
+    /// Whether an outcome is still owed to a breaker.
+    pub fn is_pending(&self) -> bool {
+        self.0.is_some()
+    }
+
+    pub fn resolve(&mut self, success: bool) {
+        if let Some((b, adm)) = self.0.take() {
+            if success {
+                b.on_success(adm, now_nanos());
+            } else {
+                b.on_failure(adm, now_nanos());
+            }
+        }
+    }
+
+    /// Frees the admission without counting an outcome.
+    pub fn cancel(&mut self) {
+        if let Some((b, adm)) = self.0.take() {
+            b.on_cancel(adm, now_nanos());
+        }
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum HashOn {
     SourceIp,

@@ -12,7 +12,7 @@
 //! | `fail_to_proxy`           | map the error to 502/503/504 (or 400 for a bad request)      |
 //! | `logging`                 | metrics and the access log                                   |
 
-use crate::backend::{BackendSet, now_nanos};
+use crate::backend::{Admitted, BackendSet, now_nanos};
 use crate::filters::{HeaderEdit, redirect_location, rewrite_path};
 use crate::metrics::Metrics;
 use crate::router::{HeaderView, RequestView, RouteMatch, Router};
@@ -20,7 +20,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use citoroute_config::BackendProtocol;
-use citoroute_core::{Admission, CircuitBreaker, TriedSet};
+use citoroute_core::TriedSet;
 use http::{HeaderName, HeaderValue, Method};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
@@ -72,7 +72,7 @@ pub struct Ctx {
     attempts: u32,
     start: Instant,
     deadline: Option<Instant>,
-    breaker: Option<(Arc<CircuitBreaker>, Admission)>,
+    breaker: Admitted,
     cors_origin: Option<String>,
     /// Whether the request got as far as a valid host (the access log shows it then).
     host_known: bool,
@@ -87,13 +87,7 @@ impl Ctx {
     }
 
     fn record_outcome(&mut self, success: bool) {
-        if let Some((b, adm)) = self.breaker.take() {
-            if success {
-                b.on_success(adm, now_nanos());
-            } else {
-                b.on_failure(adm, now_nanos());
-            }
-        }
+        self.breaker.resolve(success);
     }
 }
 
@@ -219,7 +213,7 @@ impl ProxyHttp for Engine {
             attempts: 0,
             start: Instant::now(),
             deadline: None,
-            breaker: None,
+            breaker: Admitted::default(),
             cors_origin: None,
             host_known: false,
             status: 0,
@@ -418,7 +412,7 @@ impl ProxyHttp for Engine {
         let Some((i, admission)) = set.choose(key, &mut ctx.tried, now_nanos()) else {
             return Error::e_explain(ErrorType::HTTPStatus(503), "no endpoint left to try");
         };
-        ctx.breaker = admission;
+        ctx.breaker = Admitted::new(admission);
         ctx.endpoint = Some(i);
         ctx.attempts += 1;
         let mut timeout = m.rule.backend_timeout;
@@ -546,7 +540,7 @@ impl ProxyHttp for Engine {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.status = resp.status.as_u16();
-        if ctx.breaker.is_some() {
+        if ctx.breaker.is_pending() {
             let failed = matches!(resp.status.as_u16(), 502..=504);
             ctx.record_outcome(!failed);
         }
@@ -603,9 +597,7 @@ impl ProxyHttp for Engine {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         // An admission never resolved (the client went away first): free it, count nothing.
-        if let Some((b, adm)) = ctx.breaker.take() {
-            b.on_cancel(adm, now_nanos());
-        }
+        ctx.breaker.cancel();
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())

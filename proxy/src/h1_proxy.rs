@@ -17,7 +17,7 @@
 //! redirects, mirrors, CORS, retries on status codes, TLS and h2 backends keep exactly
 //! Pingora's behaviour.
 
-use crate::backend::{BackendSet, now_nanos};
+use crate::backend::{Admitted, BackendSet, now_nanos};
 use crate::engine::{AccessEntry, DEFAULT_CONNECT_ATTEMPTS, log_access, valid_host};
 use crate::filters::{HeaderEdit, HeaderMods, rewrite_path};
 use crate::metrics::Metrics;
@@ -353,7 +353,7 @@ impl H1Proxy {
             let Some((i, admission)) = set.choose(plan.key, &mut tried, now_nanos()) else {
                 return self.fail(down, out, 503, "no endpoint left to try").await;
             };
-            let mut admission = Admitted(admission);
+            let mut admission = Admitted::new(admission);
             out.attempts += 1;
             out.endpoint = Some(i);
             let addr = set.endpoints[i].addr;
@@ -616,34 +616,6 @@ struct Outcome {
     attempts: u32,
     error: Option<&'static str>,
     keep_alive: bool,
-}
-
-/// A breaker admission that is resolved once: as an outcome, or as cancelled when dropped.
-struct Admitted(
-    Option<(
-        Arc<citoroute_core::CircuitBreaker>,
-        citoroute_core::Admission,
-    )>,
-);
-
-impl Admitted {
-    fn resolve(&mut self, success: bool) {
-        if let Some((b, adm)) = self.0.take() {
-            if success {
-                b.on_success(adm, now_nanos());
-            } else {
-                b.on_failure(adm, now_nanos());
-            }
-        }
-    }
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        if let Some((b, adm)) = self.0.take() {
-            b.on_cancel(adm, now_nanos());
-        }
-    }
 }
 
 #[derive(Debug)]
